@@ -1,0 +1,194 @@
+"""Public kernels on quantized weights: dequantize, matvec (decode), matmul (prefill).
+
+A weight W[n_rows, n_cols] is given as `raw`, its bytes as GGUF stores them: a uint8 array
+of shape (n_rows, row_nbytes(qtype, n_cols)), usually a zero-copy view of a memory map.
+Nothing here copies or dequantizes a whole matrix unless asked to (`dequantize`): `matvec`
+decodes each block in registers, `matmul` dequantizes bounded tiles of rows for BLAS.
+
+Dispatch is plain Python: one table maps a ggml type to its Numba kernels (`legacy.py`,
+`kquants.py`, `floats.py`); the kernels are specialised per type.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from gguf import GGMLQuantizationType
+
+from . import floats, kquants, legacy
+from .formats import check_supported, row_nbytes
+
+T = GGMLQuantizationType
+TILE_BYTES = 8 << 20           # matmul: float32 bytes of one dequantized tile of rows
+# matmul: up to this many tokens, one matvec per token (each reads W once at decode speed)
+# beats writing and re-reading dequantized float32 tiles (measured crossover ~10 on Q4_K).
+MATVEC_TOKENS = 8
+ACTIVATION_BLOCK = 32          # int8 activations: one float scale per 32 values
+
+
+# -- float32 rows: NumPy does everything ---------------------------------------------------------
+def _dequant_f32(raw, row_ids, out):
+    np.take(raw.view(np.float32), row_ids, axis=0, out=out)
+
+
+def _matvec_f32(raw, x, xsum, out):
+    np.dot(raw.view(np.float32), x, out=out)
+
+
+@dataclass(frozen=True)
+class _Kernels:
+    dequant: Callable               # (raw, row_ids, out)
+    matvec: Callable                # (raw, x, xsum, out)
+    sum_group: int = 32             # xsum = sums of x over runs of this many values
+    matvec_q8: Callable | None = None   # (raw, xq, xd, xsum, out)
+
+
+_KERNELS: dict[GGMLQuantizationType, _Kernels] = {
+    T.F32: _Kernels(_dequant_f32, _matvec_f32, 0),
+    T.F16: _Kernels(floats.dequant_f16, floats.matvec_f16, 0),
+    T.BF16: _Kernels(floats.dequant_bf16, floats.matvec_bf16, 0),
+    T.Q8_0: _Kernels(legacy.dequant_q8_0, legacy.matvec_q8_0, 32, legacy.matvec_q8_0_q8),
+    T.Q4_0: _Kernels(legacy.dequant_q4_0, legacy.matvec_q4_0, 32, legacy.matvec_q4_0_q8),
+    T.Q4_1: _Kernels(legacy.dequant_q4_1, legacy.matvec_q4_1, 32),
+    T.Q5_0: _Kernels(legacy.dequant_q5_0, legacy.matvec_q5_0, 32),
+    T.Q5_1: _Kernels(legacy.dequant_q5_1, legacy.matvec_q5_1, 32),
+    T.Q2_K: _Kernels(kquants.dequant_q2_k, kquants.matvec_q2_k, 16),
+    T.Q3_K: _Kernels(kquants.dequant_q3_k, kquants.matvec_q3_k, 16),
+    T.Q4_K: _Kernels(kquants.dequant_q4_k, kquants.matvec_q4_k, 32, kquants.matvec_q4_k_q8),
+    T.Q5_K: _Kernels(kquants.dequant_q5_k, kquants.matvec_q5_k, 32, kquants.matvec_q5_k_q8),
+    T.Q6_K: _Kernels(kquants.dequant_q6_k, kquants.matvec_q6_k, 16, kquants.matvec_q6_k_q8),
+}
+_NO_SUMS = np.zeros(1, np.float32)
+
+
+def has_int8_kernel(qtype) -> bool:
+    """Whether matvec(..., int8_activations=True) has a kernel of its own for this type."""
+    return _KERNELS[check_supported(qtype)].matvec_q8 is not None
+
+
+# -- argument checks ---------------------------------------------------------------------------
+def _weights(raw, qtype, n_cols):
+    """(kernels, raw as a read-only C-contiguous uint8 view) after checking the shape.
+
+    Every array reaches the kernels read-only, so each kernel compiles once whether the
+    bytes come from a memory map or from a writable test array.
+    """
+    qtype = check_supported(qtype)
+    if not isinstance(raw, np.ndarray) or raw.dtype != np.uint8 or raw.ndim != 2:
+        raise TypeError(f"raw must be a 2-D uint8 array of row bytes, got {type(raw).__name__} "
+                        f"{getattr(raw, 'dtype', '')}{getattr(raw, 'shape', '')}")
+    expected = row_nbytes(qtype, n_cols)
+    if raw.shape[1] != expected:
+        raise ValueError(f"{qtype.name} rows of {n_cols} values take {expected} bytes, raw has {raw.shape[1]}")
+    if not raw.flags.c_contiguous:
+        raw = np.ascontiguousarray(raw)       # only a strided view of rows is copied
+    view = raw.view(np.ndarray)
+    view.flags.writeable = False
+    return _KERNELS[qtype], view
+
+
+def _vector(x, n, name):
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.shape != (n,):
+        raise ValueError(f"{name} must have shape ({n},), got {x.shape}")
+    return x
+
+
+def _row_sums(x, group):
+    if group == 0:
+        return _NO_SUMS
+    return x.reshape(-1, group).sum(axis=1, dtype=np.float32)
+
+
+# -- public API --------------------------------------------------------------------------------
+def dequantize(raw: np.ndarray, qtype, n_cols: int) -> np.ndarray:
+    """float32[n_rows, n_cols] of all rows of raw (any row slice raw[a:b] works too)."""
+    kernels, raw = _weights(raw, qtype, n_cols)
+    out = np.empty((raw.shape[0], n_cols), np.float32)
+    if raw.shape[0]:
+        kernels.dequant(raw, np.arange(raw.shape[0], dtype=np.int64), out)
+    return out
+
+
+def dequantize_rows(raw: np.ndarray, qtype, n_cols: int, row_ids) -> np.ndarray:
+    """float32[len(row_ids), n_cols]: the rows row_ids of raw (embedding lookup)."""
+    kernels, raw = _weights(raw, qtype, n_cols)
+    row_ids = np.ascontiguousarray(row_ids, dtype=np.int64).reshape(-1)
+    if row_ids.size and (row_ids.min() < 0 or row_ids.max() >= raw.shape[0]):
+        raise IndexError(f"row ids must lie in [0, {raw.shape[0]}), got {row_ids.min()}..{row_ids.max()}")
+    out = np.empty((row_ids.size, n_cols), np.float32)
+    if row_ids.size:
+        kernels.dequant(raw, row_ids, out)
+    return out
+
+
+def quantize_activations(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """x ~ xd[b] * xq[32b : 32b+32]: int8 values in [-127, 127] and one float32 scale per 32.
+
+    Like llama.cpp's q8_0 activations, with the scale kept in float32 (llama.cpp rounds it to
+    float16) and one scale per 32 values for the k-quants too (llama.cpp's q8_K uses 256).
+    """
+    blocks = x.reshape(-1, ACTIVATION_BLOCK)
+    xd = np.abs(blocks).max(axis=1) / np.float32(127.0)
+    inv = np.divide(np.float32(1.0), xd, out=np.zeros_like(xd), where=xd > 0)
+    xq = np.rint(blocks * inv[:, None]).astype(np.int8).reshape(-1)
+    return xq, xd.astype(np.float32, copy=False)
+
+
+def matvec(raw: np.ndarray, qtype, n_cols: int, x: np.ndarray, out: np.ndarray | None = None,
+           int8_activations: bool = False) -> np.ndarray:
+    """y = W @ x as float32[n_rows], decoding W's blocks on the fly in parallel over rows.
+
+    int8_activations=True quantizes x to int8 per 32 values and sums weight x activation
+    products in int32, as llama.cpp does (faster, about 0.5% less accurate); types without
+    such a kernel (`has_int8_kernel`) take the exact float path.
+    """
+    kernels, raw = _weights(raw, qtype, n_cols)
+    x = _vector(x, n_cols, "x")
+    n_rows = raw.shape[0]
+    if out is None:
+        out = np.empty(n_rows, np.float32)
+    elif out.shape != (n_rows,) or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a contiguous float32 array of shape ({n_rows},)")
+    if n_rows == 0:
+        return out
+    xsum = _row_sums(x, kernels.sum_group)
+    if int8_activations and kernels.matvec_q8 is not None:
+        xq, xd = quantize_activations(x)
+        kernels.matvec_q8(raw, xq, xd, xsum, out)
+    else:
+        kernels.matvec(raw, x, xsum, out)
+    return out
+
+
+def matmul(raw: np.ndarray, qtype, n_cols: int, X: np.ndarray) -> np.ndarray:
+    """Y = X @ Wᵀ as float32[n_tokens, n_rows] (prefill).
+
+    Rows of W are dequantized a tile at a time (at most TILE_BYTES of float32, in parallel)
+    and multiplied by BLAS straight into Y's columns. Up to MATVEC_TOKENS tokens take one
+    exact-path `matvec` each instead.
+    """
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    if X.ndim != 2 or X.shape[1] != n_cols:
+        raise ValueError(f"X must have shape (n_tokens, {n_cols}), got {X.shape}")
+    kernels, raw = _weights(raw, qtype, n_cols)
+    n_tokens, n_rows = X.shape[0], raw.shape[0]
+    if kernels.dequant is _dequant_f32:
+        return X @ raw.view(np.float32).T
+    Y = np.empty((n_tokens, n_rows), np.float32)
+    if n_tokens == 0 or n_rows == 0:
+        return Y
+    if n_tokens <= MATVEC_TOKENS:
+        for t in range(n_tokens):
+            matvec(raw, qtype, n_cols, X[t], out=Y[t])
+        return Y
+    tile_rows = max(1, min(n_rows, TILE_BYTES // (4 * n_cols)))
+    tile = np.empty((tile_rows, n_cols), np.float32)
+    row_ids = np.arange(n_rows, dtype=np.int64)
+    for start in range(0, n_rows, tile_rows):
+        stop = min(n_rows, start + tile_rows)
+        w = tile[:stop - start]
+        kernels.dequant(raw, row_ids[start:stop], w)
+        np.matmul(X, w.T, out=Y[:, start:stop])
+    return Y

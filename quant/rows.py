@@ -1,0 +1,41 @@
+"""How the kernels share rows among threads, and the Numba options they compile with."""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from .halves import load_f16, load_f16x8
+
+ROWS_PER_TASK = 16          # rows one parallel task takes; the task's scratch is allocated once
+# Dot products may reorder and fuse float sums (no nnan/ninf: NaN and inf still propagate).
+DOT = dict(cache=True, parallel=True, fastmath={"reassoc", "contract", "nsz"})
+# Dequantization repeats gguf-py's float32 operations exactly: no fast-math at all.
+EXACT = dict(cache=True, parallel=True)
+
+
+@njit(inline="always")
+def n_tasks(n_rows):
+    return (n_rows + ROWS_PER_TASK - 1) // ROWS_PER_TASK
+
+
+@njit(inline="always")
+def task_rows(task, n_rows):
+    return range(task * ROWS_PER_TASK, min(n_rows, (task + 1) * ROWS_PER_TASK))
+
+
+@njit(inline="always")
+def block_halves(raw, o, stride, n, out):
+    """out[b] = the half at raw[o + stride * b] for b < n: one float16 field of each block of a row."""
+    for b in range(0, n - 7, 8):
+        load_f16x8(raw, o + stride * b, stride, out, b)
+    for b in range(n - n % 8, n):
+        out[b] = load_f16(raw, o + stride * b)
+
+
+@njit(inline="always")
+def sum_products(a, b):
+    """sum of a[i] * b[i] over a (float32 arrays; vectorised under the DOT fast-math flags)."""
+    total = np.float32(0.0)
+    for i in range(a.size):
+        total += a[i] * b[i]
+    return total

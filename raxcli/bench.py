@@ -1,0 +1,49 @@
+"""`rax bench`: prefill and decode speed, load time and peak memory on random token ids."""
+from __future__ import annotations
+
+import resource
+import time
+
+import numpy as np
+
+from .loader import find_model, load_model, set_threads
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run_bench(model: str | None, threads: int | None, prompt_tokens: int, gen_tokens: int,
+              warmup: bool = True, seed: int = 0) -> dict:
+    threads = set_threads(threads)
+    loaded = load_model(find_model(model))
+    m = loaded.model
+    rng = np.random.default_rng(seed)
+    vocab = min(m.config.n_vocab, loaded.tokenizer.vocab_size)
+    prompt = rng.integers(0, vocab, prompt_tokens).tolist()
+
+    if warmup:   # compile and touch the kernels once, off the clock
+        state = m.new_state()
+        m.prefill(prompt[:8], state)
+        m.decode(prompt[0], state)
+
+    state = m.new_state()
+    t0 = time.perf_counter()
+    logits = m.prefill(prompt, state)
+    prefill_s = time.perf_counter() - t0
+
+    token = int(np.argmax(logits))
+    t0 = time.perf_counter()
+    for _ in range(gen_tokens):
+        token = int(np.argmax(m.decode(token, state)))
+    decode_s = time.perf_counter() - t0
+    return {
+        "prefill_tok_s": round(prompt_tokens / prefill_s, 2),
+        "decode_tok_s": round(gen_tokens / decode_s, 2) if gen_tokens else 0.0,
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "load_s": round(loaded.load_s, 3),
+        "threads": threads,
+        "prompt_tokens": prompt_tokens,
+        "gen_tokens": gen_tokens,
+        "model": str(loaded.path),
+    }

@@ -1,0 +1,62 @@
+"""Gated full attention of Qwen3.5 (every `full_attention_interval`-th layer).
+
+`attn_q` produces, per head, a query and an output gate side by side ([q | gate], as
+llama.cpp stores it); queries and keys get a per-head RMSNorm, then interleaved
+multimodal rotary on their first n_rot dims; grouped-query attention over the KV cache;
+the result is multiplied by sigmoid(gate) before `attn_output`.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import ops
+from .state import KVCache
+
+QUERY_BLOCK = 512   # query rows per block: bounds the score matrix on long prompts
+
+
+def causal_attention(q: np.ndarray, keys: np.ndarray, values: np.ndarray, n_past: int) -> np.ndarray:
+    """q: [n_head, T, d]; keys/values: [n_kv, n_past + T, d]. Query t sees keys ≤ n_past + t.
+    Returns [T, n_head, d]."""
+    n_head, T, d = q.shape
+    n_kv, S, _ = keys.shape
+    group = n_head // n_kv                                       # query head h reads kv head h // group
+    q = q.reshape(n_kv, group, T, d)
+    scale = np.float32(d ** -0.5)
+    out = np.empty((n_kv, group, T, d), np.float32)
+    for start in range(0, T, QUERY_BLOCK):
+        stop = min(T, start + QUERY_BLOCK)
+        rows = np.arange(start, stop)
+        qb = q[:, :, start:stop]                                 # [n_kv, group, B, d]
+        scores = np.einsum("kgtd,ksd->kgts", qb, keys, optimize=True) * scale
+        visible = np.arange(S)[None, :] <= (n_past + rows)[:, None]
+        scores = np.where(visible, scores, -np.inf)
+        probs = ops.softmax(scores.astype(np.float32))
+        out[:, :, start:stop] = np.einsum("kgts,ksd->kgtd", probs, values, optimize=True)
+    return out.reshape(n_head, T, d).transpose(1, 0, 2)
+
+
+class GatedAttention:
+    def __init__(self, weights, config):
+        self.w = weights
+        self.n_head = config.n_head
+        self.n_kv = config.n_head_kv
+        self.d = config.head_dim
+        self.eps = config.rms_eps
+
+    def __call__(self, x: np.ndarray, cache: KVCache, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+        """x: [T, n_embd] (already normed); cos/sin: rotary tables for these T positions."""
+        w, T, d = self.w, x.shape[0], self.d
+        q_and_gate = w.attn_q(x).reshape(T, self.n_head, 2 * d)
+        q = ops.rms_norm(q_and_gate[:, :, :d], w.attn_q_norm, self.eps)
+        gate = q_and_gate[:, :, d:].reshape(T, self.n_head * d)
+        k = ops.rms_norm(w.attn_k(x).reshape(T, self.n_kv, d), w.attn_k_norm, self.eps)
+        v = w.attn_v(x).reshape(T, self.n_kv, d)
+
+        q = ops.apply_rope(np.ascontiguousarray(q.transpose(1, 0, 2)), cos, sin)
+        k = ops.apply_rope(np.ascontiguousarray(k.transpose(1, 0, 2)), cos, sin)
+        n_past = cache.length
+        keys, values = cache.append(k, v.transpose(1, 0, 2))
+
+        o = causal_attention(q, keys, values, n_past).reshape(T, self.n_head * d)
+        return w.attn_output(o * ops.sigmoid(gate))

@@ -1,0 +1,131 @@
+"""Gated DeltaNet token mixer of Qwen3.5 (the "linear attention" layers).
+
+Per v-head, with a state S of shape [d_k, d_v] (Yang et al., "Gated Delta Networks"):
+
+    S ← S · exp(g_t)                 decay, g_t = ssm_a · softplus(alpha_t + dt_bias) ≤ 0
+    u_t = β_t (v_t − Sᵀ k_t)         delta rule: write only what S does not predict yet
+    S ← S + k_t u_tᵀ
+    o_t = Sᵀ q_t
+
+q and k are L2-normalised per head and q is scaled by 1/√d_k. Heads follow the order
+llama.cpp stores: when there are more v-heads than k-heads they are *tiled*, so v-head
+j reads k-head j mod n_k (transformers groups them instead: j // (n_v / n_k)).
+
+`recurrent_delta_rule` is the step-by-step form used while decoding;
+`chunked_delta_rule` computes the same outputs for a whole prompt with matrix products
+over chunks of 64 tokens (the reference's `torch_chunk_gated_delta_rule`).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import ops
+from .state import DeltaNetCache
+
+CHUNK = 64
+
+
+def l2_normalize(x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    return x / np.sqrt(np.sum(x * x, axis=-1, keepdims=True) + eps)
+
+
+def softplus(x: np.ndarray) -> np.ndarray:
+    # torch's softplus switches to the identity above 20; match it
+    return np.where(x > 20.0, x, np.log1p(np.exp(np.minimum(x, 20.0))))
+
+
+def recurrent_delta_rule(q, k, v, g, beta, state):
+    """Step-by-step reference. q, k: [T, H, d_k]; v: [T, H, d_v]; g, beta: [T, H];
+    state: [H, d_k, d_v] updated in place. Returns o: [T, H, d_v]."""
+    T = q.shape[0]
+    out = np.empty_like(v)
+    for t in range(T):
+        state *= np.exp(g[t])[:, None, None]
+        kv_mem = np.einsum("hk,hkv->hv", k[t], state)
+        u = (v[t] - kv_mem) * beta[t][:, None]
+        state += k[t][:, :, None] * u[:, None, :]
+        out[t] = np.einsum("hk,hkv->hv", q[t], state)
+    return out
+
+
+def chunked_delta_rule(q, k, v, g, beta, state, chunk: int = CHUNK):
+    """Same contract as `recurrent_delta_rule`, computed chunk-wise with matrix products.
+
+    Inside a chunk the T sequential updates collapse to a unit lower-triangular system
+    (the UT transform); across chunks a short loop carries the state."""
+    T, H, dk = q.shape
+    dv = v.shape[-1]
+    pad = (-T) % chunk
+    n_chunks = (T + pad) // chunk
+
+    def heads_first(x):  # [T, H, ...] -> [H, n_chunks, chunk, ...], zero-padded
+        x = np.moveaxis(x, 1, 0)
+        if pad:
+            x = np.concatenate([x, np.zeros((H, pad) + x.shape[2:], x.dtype)], axis=1)
+        return x.reshape((H, n_chunks, chunk) + x.shape[2:])
+
+    q, k, v, g, beta = (heads_first(a) for a in (q, k, v, g, beta))
+    k_beta = k * beta[..., None]
+    v_beta = v * beta[..., None]
+
+    cum_g = np.cumsum(g, axis=-1)                                   # [H, C, L]
+    causal = np.tril(np.ones((chunk, chunk), dtype=bool))
+    # decay[i, j] = exp(cum_g_i - cum_g_j) for j <= i, zero above the diagonal
+    decay = np.exp(np.where(causal, cum_g[..., :, None] - cum_g[..., None, :], -np.inf))
+
+    strictly_lower = np.tril(np.ones((chunk, chunk), dtype=bool), -1)
+    a = np.where(strictly_lower, (k_beta @ np.swapaxes(k, -1, -2)) * decay, 0.0).astype(np.float32)
+    # (I + A)^-1 by forward substitution, all heads and chunks at once
+    inv = ops.unit_lower_inverse(a)
+    u = inv @ v_beta                                                # new values
+    w = inv @ (k_beta * np.exp(cum_g)[..., None])                   # decayed keys reading the old state
+
+    attn = np.where(causal, (q @ np.swapaxes(k, -1, -2)) * decay, 0.0).astype(np.float32)
+    q_decayed = q * np.exp(cum_g)[..., None]
+    k_to_end = k * np.exp(cum_g[..., -1:] - cum_g)[..., None]
+    chunk_decay = np.exp(cum_g[..., -1])                            # [H, C]
+
+    out = np.empty((H, n_chunks, chunk, dv), dtype=np.float32)
+    for c in range(n_chunks):
+        v_new = u[:, c] - w[:, c] @ state
+        out[:, c] = q_decayed[:, c] @ state + attn[:, c] @ v_new
+        state *= chunk_decay[:, c, None, None]
+        state += np.swapaxes(k_to_end[:, c], -1, -2) @ v_new
+    out = out.reshape(H, n_chunks * chunk, dv)[:, :T]
+    return np.ascontiguousarray(np.moveaxis(out, 0, 1))
+
+
+class GatedDeltaNet:
+    """One DeltaNet token mixer: projections → causal conv → delta rule → gated norm → out."""
+
+    def __init__(self, weights, config):
+        self.w = weights
+        self.n_k = config.ssm_n_k_heads
+        self.n_v = config.ssm_n_v_heads
+        self.d = config.ssm_state_size
+        self.eps = config.rms_eps
+
+    def __call__(self, x: np.ndarray, cache: DeltaNetCache) -> np.ndarray:
+        """x: [T, n_embd] (already normed) → [T, n_embd]; cache updated in place."""
+        w, T, d = self.w, x.shape[0], self.d
+        qkv = w.attn_qkv(x)                                         # [T, conv_dim]
+        z = w.attn_gate(x).reshape(T, self.n_v, d)
+        beta = ops.sigmoid(w.ssm_beta(x))                           # [T, n_v]
+        g = w.ssm_a * softplus(w.ssm_alpha(x) + w.ssm_dt_bias)      # [T, n_v], ≤ 0
+
+        qkv = ops.silu(ops.causal_conv1d(qkv, w.ssm_conv1d, cache.conv))
+        key_dim = self.n_k * d
+        q = l2_normalize(qkv[:, :key_dim].reshape(T, self.n_k, d)) * (d ** -0.5)
+        k = l2_normalize(qkv[:, key_dim:2 * key_dim].reshape(T, self.n_k, d))
+        v = qkv[:, 2 * key_dim:].reshape(T, self.n_v, d)
+        if self.n_v != self.n_k:                                    # tiled v-heads: j reads k-head j % n_k
+            reps = self.n_v // self.n_k
+            q, k = np.tile(q, (1, reps, 1)), np.tile(k, (1, reps, 1))
+
+        if T == 1:
+            o = ops.delta_rule_step(q[0], k[0], v[0], g[0], beta[0], cache.recurrent)[None]
+        else:
+            o = chunked_delta_rule(q, k, v, g, beta, cache.recurrent)
+
+        o = ops.rms_norm(o, w.ssm_norm, self.eps) * ops.silu(z)
+        return w.ssm_out(o.reshape(T, self.n_v * d))

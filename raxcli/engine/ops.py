@@ -1,0 +1,119 @@
+"""Element-wise and small dense operations of the model, in NumPy and Numba.
+
+Kernels on quantized weights live in `quant`; this module holds what the model does
+between matrix products. Each Numba kernel has a plain NumPy twin in the model code
+or the tests that it is checked against.
+"""
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return (1.0 / (1.0 + np.exp(-x))).astype(np.float32, copy=False)
+
+
+def silu(x: np.ndarray) -> np.ndarray:
+    return (x / (1.0 + np.exp(-x))).astype(np.float32, copy=False)
+
+
+def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
+    """x · rsqrt(mean(x²) + eps) · weight over the last axis (GGUF weights carry Qwen's +1)."""
+    ms = np.mean(np.square(x), axis=-1, keepdims=True, dtype=np.float32)
+    return (x * (1.0 / np.sqrt(ms + np.float32(eps)))) * weight
+
+
+def causal_conv1d(x: np.ndarray, weight: np.ndarray, conv_state: np.ndarray) -> np.ndarray:
+    """Depthwise causal conv over time. x: [T, C]; weight: [C, K]; conv_state: [K-1, C]
+    holds the inputs before x and is replaced by the last K-1 inputs."""
+    K = weight.shape[1]
+    T = x.shape[0]
+    padded = np.concatenate([conv_state, x], axis=0)              # [T + K - 1, C]
+    out = np.zeros_like(x)
+    for j in range(K):
+        out += padded[j:j + T] * weight[:, j]
+    conv_state[:] = padded[T:]
+    return out
+
+
+@nb.njit(cache=True, fastmath=True, parallel=True)
+def delta_rule_step(q, k, v, g, beta, state):
+    """One decode step of the gated delta rule, fused per head.
+    q, k: [H, d_k]; v: [H, d_v]; g, beta: [H]; state: [H, d_k, d_v] updated in place."""
+    H, dk, dv = state.shape
+    out = np.empty((H, dv), np.float32)
+    for h in nb.prange(H):
+        decay = np.float32(np.exp(g[h]))
+        s = state[h]
+        kv_mem = np.zeros(dv, np.float32)
+        for i in range(dk):
+            ki = k[h, i]
+            for j in range(dv):
+                s[i, j] *= decay
+                kv_mem[j] += s[i, j] * ki
+        u = np.empty(dv, np.float32)
+        for j in range(dv):
+            u[j] = (v[h, j] - kv_mem[j]) * beta[h]
+        o = np.zeros(dv, np.float32)
+        for i in range(dk):
+            ki = k[h, i]
+            qi = q[h, i]
+            for j in range(dv):
+                s[i, j] += ki * u[j]
+                o[j] += s[i, j] * qi
+        out[h] = o
+    return out
+
+
+@nb.njit(cache=True, parallel=True)
+def unit_lower_inverse(a):
+    """(I + a)⁻¹ for strictly lower-triangular a: [..., L, L], by forward substitution."""
+    L = a.shape[-1]
+    flat = a.reshape(-1, L, L)
+    out = np.zeros_like(flat)
+    for b in nb.prange(flat.shape[0]):
+        m = flat[b]
+        x = out[b]
+        for i in range(L):
+            x[i, i] = 1.0
+            for j in range(i):           # row i of X = e_i - sum_{j<i} a[i, j] X[j]
+                aij = m[i, j]
+                if aij != 0.0:
+                    for c in range(j + 1):
+                        x[i, c] -= aij * x[j, c]
+    return out.reshape(a.shape)
+
+
+def rope_cos_sin(positions: np.ndarray, n_rot: int, theta: float, sections) -> tuple[np.ndarray, np.ndarray]:
+    """Interleaved multimodal rotary tables. positions: [3, T] (temporal, height, width);
+    frequency j uses the height stream when j % 3 == 1 and j < 3·sections[1], the width
+    stream when j % 3 == 2 and j < 3·sections[2], else the temporal one. Returns cos, sin
+    of shape [T, n_rot] laid out for rotate-half (NeoX) pairing."""
+    half = n_rot // 2
+    inv_freq = 1.0 / (theta ** (np.arange(0, n_rot, 2, dtype=np.float32) / np.float32(n_rot)))
+    stream = np.zeros(half, dtype=np.int64)
+    j = np.arange(half)
+    stream[(j % 3 == 1) & (j < 3 * sections[1])] = 1
+    stream[(j % 3 == 2) & (j < 3 * sections[2])] = 2
+    pos = positions.astype(np.float32)[stream]                     # [half, T]
+    freqs = (pos * inv_freq[:, None]).T.astype(np.float32)         # [T, half]
+    emb = np.concatenate([freqs, freqs], axis=-1)
+    return np.cos(emb), np.sin(emb)
+
+
+def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+    """x: [H, T, head_dim]; rotates the first n_rot dims (rotate-half pairing), in place."""
+    n_rot = cos.shape[-1]
+    half = n_rot // 2
+    x1 = x[..., :half].copy()
+    x2 = x[..., half:n_rot].copy()
+    x[..., :half] = x1 * cos[:, :half] - x2 * sin[:, :half]
+    x[..., half:n_rot] = x2 * cos[:, half:] + x1 * sin[:, half:]
+    return x
+
+
+def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    m = np.max(x, axis=axis, keepdims=True)
+    e = np.exp(x - m)
+    return e / np.sum(e, axis=axis, keepdims=True)

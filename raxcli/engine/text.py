@@ -1,0 +1,70 @@
+"""The Qwen3.5 text decoder: embed → trunk of DeltaNet / attention blocks → norm → logits."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import ops
+from .attention import GatedAttention
+from .deltanet import GatedDeltaNet
+from .state import TextState
+from .weights import LayerWeights, ModelWeights
+
+
+class DecoderBlock:
+    """Pre-norm residual block: token mixer (DeltaNet or gated attention), then SwiGLU MLP."""
+
+    def __init__(self, weights: LayerWeights, config, recurrent: bool):
+        self.w = weights
+        self.eps = config.rms_eps
+        self.recurrent = recurrent
+        self.mixer = GatedDeltaNet(weights, config) if recurrent else GatedAttention(weights, config)
+
+    def __call__(self, x, cache, cos, sin):
+        w = self.w
+        h = ops.rms_norm(x, w.attn_norm, self.eps)
+        h = self.mixer(h, cache) if self.recurrent else self.mixer(h, cache, cos, sin)
+        x = x + h
+        h = ops.rms_norm(x, w.post_attention_norm, self.eps)
+        return x + w.ffn_down(ops.silu(w.ffn_gate(h)) * w.ffn_up(h))
+
+
+class TextModel:
+    def __init__(self, weights: ModelWeights):
+        self.weights = weights
+        self.config = c = weights.config
+        self.blocks = [DecoderBlock(weights.layers[i], c, c.is_recurrent[i]) for i in range(c.n_layer)]
+
+    def new_state(self) -> TextState:
+        return TextState.empty(self.config)
+
+    def embed(self, token_ids) -> np.ndarray:
+        return self.weights.token_embd.rows(token_ids)
+
+    def forward(self, embeddings: np.ndarray, state: TextState, positions: np.ndarray | None = None) -> np.ndarray:
+        """Run T new tokens through the trunk; returns the final-normed hidden states [T, n_embd].
+
+        positions: [3, T] rotary positions (temporal, height, width); text tokens default to
+        consecutive positions from `state.next_position` on all three streams."""
+        c = self.config
+        x = np.ascontiguousarray(embeddings, dtype=np.float32)
+        T = x.shape[0]
+        if positions is None:
+            positions = np.broadcast_to(np.arange(state.next_position, state.next_position + T), (3, T))
+            state.next_position += T
+        cos, sin = ops.rope_cos_sin(positions, c.n_rot, c.rope_theta, c.rope_sections)
+        for block, cache in zip(self.blocks, state.layers):
+            x = block(x, cache, cos, sin)
+        state.n_tokens += T
+        return ops.rms_norm(x, self.weights.output_norm, c.rms_eps)
+
+    def logits(self, hidden: np.ndarray) -> np.ndarray:
+        """hidden: [n_embd] or [T, n_embd] → logits over the vocabulary."""
+        return self.weights.output(hidden)
+
+    def prefill(self, token_ids, state: TextState, all_logits: bool = False) -> np.ndarray:
+        """Feed a prompt; returns the logits of its last token (or of every token)."""
+        hidden = self.forward(self.embed(token_ids), state)
+        return self.logits(hidden if all_logits else hidden[-1])
+
+    def decode(self, token_id: int, state: TextState) -> np.ndarray:
+        return self.logits(self.forward(self.embed([token_id]), state)[0])

@@ -1,0 +1,172 @@
+"""The weights of a Qwen3.5 GGUF, memory-mapped and left in their quantized blocks.
+
+`Matrix` wraps one 2-D tensor W[n_out, n_in] as stored (GGUF rows are output features)
+and computes W·x with the kernels of `quant`; nothing is dequantized wholesale. Small
+1-D tensors (norms, biases, ssm_a, conv kernels) are read as float32 arrays.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from gguf import GGMLQuantizationType
+
+from quant import formats, kernels
+
+from .config import ConfigError, TextConfig
+from .gguf_file import GGUFFile, GGUFFormatError
+
+
+class ModelFileError(ValueError):
+    """A model file rax cannot use; the message names the file and the reason."""
+
+
+class Matrix:
+    """W[n_out, n_in] in its stored ggml type; `W(x)` is x @ Wᵀ for x of shape [n_in] or [T, n_in]."""
+
+    __slots__ = ("name", "raw", "ggml_type", "n_out", "n_in")
+
+    def __init__(self, name: str, raw: np.ndarray, ggml_type: GGMLQuantizationType, n_out: int, n_in: int):
+        self.name, self.raw, self.ggml_type, self.n_out, self.n_in = name, raw, ggml_type, n_out, n_in
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if x.ndim == 1:
+            return kernels.matvec(self.raw, self.ggml_type, self.n_in, x)
+        if x.shape[0] == 1:
+            return kernels.matvec(self.raw, self.ggml_type, self.n_in, x[0])[None]
+        return kernels.matmul(self.raw, self.ggml_type, self.n_in, x)
+
+    def rows(self, ids) -> np.ndarray:
+        """Dequantized rows (embedding lookup)."""
+        return kernels.dequantize_rows(self.raw, self.ggml_type, self.n_in, np.asarray(ids, dtype=np.int64))
+
+    @property
+    def nbytes(self) -> int:
+        return self.raw.nbytes
+
+
+@dataclass
+class LayerWeights:
+    """The tensors of one decoder block; the token-mixer fields are None where unused."""
+    attn_norm: np.ndarray
+    post_attention_norm: np.ndarray
+    ffn_gate: Matrix
+    ffn_up: Matrix
+    ffn_down: Matrix
+    # gated full attention
+    attn_q: Matrix | None = None
+    attn_k: Matrix | None = None
+    attn_v: Matrix | None = None
+    attn_output: Matrix | None = None
+    attn_q_norm: np.ndarray | None = None
+    attn_k_norm: np.ndarray | None = None
+    # gated DeltaNet
+    attn_qkv: Matrix | None = None
+    attn_gate: Matrix | None = None
+    ssm_beta: Matrix | None = None
+    ssm_alpha: Matrix | None = None
+    ssm_out: Matrix | None = None
+    ssm_conv1d: np.ndarray | None = None    # [conv_dim, kernel]
+    ssm_a: np.ndarray | None = None         # −exp(A_log), per v-head
+    ssm_dt_bias: np.ndarray | None = None
+    ssm_norm: np.ndarray | None = None
+
+
+_ATTENTION = ("attn_q", "attn_k", "attn_v", "attn_output")
+_ATTENTION_NORMS = ("attn_q_norm", "attn_k_norm")
+_DELTANET = ("attn_qkv", "attn_gate", "ssm_beta", "ssm_alpha", "ssm_out")
+
+
+class ModelWeights:
+    """Opens and validates a GGUF: architecture, tensor types, presence and shapes."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise ModelFileError(f"{self.path}: no such file")
+        if self.path.is_dir():
+            raise ModelFileError(f"{self.path}: is a folder, not a GGUF file")
+        try:
+            self.file = GGUFFile(self.path)
+        except GGUFFormatError as exc:
+            raise ModelFileError(f"{self.path}: {exc}") from None
+        md = self.file.metadata
+        tokens = md.get("tokenizer.ggml.tokens")
+        n_vocab = None
+        if "token_embd.weight" in self.file.tensors:
+            n_vocab = self.file.tensors["token_embd.weight"].shape[0]
+        try:
+            self.config = TextConfig.from_metadata(md, n_vocab=n_vocab or len(tokens or ()))
+        except ConfigError as exc:
+            raise ModelFileError(f"{self.path}: {exc}") from None
+        for info in self.file.tensors.values():
+            if not formats.is_supported(info.ggml_type):
+                raise ModelFileError(
+                    f"{self.path}: tensor {info.name} has type {info.ggml_type.name}, which rax does not support")
+
+        c = self.config
+        self.token_embd = self.matrix("token_embd.weight", c.n_vocab, c.n_embd)
+        self.output = (self.matrix("output.weight", c.n_vocab, c.n_embd)
+                       if "output.weight" in self.file.tensors else self.token_embd)   # tied embeddings
+        self.output_norm = self.vector("output_norm.weight", c.n_embd)
+        self.layers = [self._layer(i) for i in range(c.n_layer)]
+
+    # -- tensor access with checks -----------------------------------------
+    def _info(self, name: str):
+        info = self.file.tensors.get(name)
+        if info is None:
+            raise ModelFileError(f"{self.path}: tensor {name} is missing")
+        return info
+
+    def matrix(self, name: str, n_out: int, n_in: int) -> Matrix:
+        info = self._info(name)
+        if info.shape != (n_out, n_in):
+            raise ModelFileError(f"{self.path}: tensor {name} has shape {info.shape}, expected {(n_out, n_in)}")
+        return Matrix(name, self.file.raw(name), info.ggml_type, n_out, n_in)
+
+    def vector(self, name: str, *shape: int) -> np.ndarray:
+        info = self._info(name)
+        if info.shape != tuple(shape):
+            raise ModelFileError(f"{self.path}: tensor {name} has shape {info.shape}, expected {shape}")
+        raw = self.file.raw(name)
+        values = kernels.dequantize(raw.reshape(-1, raw.shape[-1]), info.ggml_type, shape[-1])
+        return np.ascontiguousarray(values.reshape(shape), dtype=np.float32)
+
+    def _layer(self, i: int) -> LayerWeights:
+        c, p = self.config, f"blk.{i}."
+        fields = dict(
+            attn_norm=self.vector(p + "attn_norm.weight", c.n_embd),
+            post_attention_norm=self.vector(p + "post_attention_norm.weight", c.n_embd),
+            ffn_gate=self.matrix(p + "ffn_gate.weight", c.n_ff, c.n_embd),
+            ffn_up=self.matrix(p + "ffn_up.weight", c.n_ff, c.n_embd),
+            ffn_down=self.matrix(p + "ffn_down.weight", c.n_embd, c.n_ff),
+        )
+        if c.is_recurrent[i]:
+            d, n_v, conv_dim = c.ssm_state_size, c.ssm_n_v_heads, c.ssm_conv_dim
+            fields.update(
+                attn_qkv=self.matrix(p + "attn_qkv.weight", conv_dim, c.n_embd),
+                attn_gate=self.matrix(p + "attn_gate.weight", c.ssm_inner_size, c.n_embd),
+                ssm_beta=self.matrix(p + "ssm_beta.weight", n_v, c.n_embd),
+                ssm_alpha=self.matrix(p + "ssm_alpha.weight", n_v, c.n_embd),
+                ssm_out=self.matrix(p + "ssm_out.weight", c.n_embd, c.ssm_inner_size),
+                ssm_conv1d=self.vector(p + "ssm_conv1d.weight", conv_dim, c.ssm_conv_kernel),
+                ssm_a=self.vector(p + "ssm_a", n_v),
+                ssm_dt_bias=self.vector(p + "ssm_dt.bias", n_v),
+                ssm_norm=self.vector(p + "ssm_norm.weight", d),
+            )
+        else:
+            hd = c.head_dim
+            fields.update(
+                attn_q=self.matrix(p + "attn_q.weight", 2 * c.n_head * hd, c.n_embd),
+                attn_k=self.matrix(p + "attn_k.weight", c.n_head_kv * hd, c.n_embd),
+                attn_v=self.matrix(p + "attn_v.weight", c.n_head_kv * hd, c.n_embd),
+                attn_output=self.matrix(p + "attn_output.weight", c.n_embd, c.n_head * hd),
+                attn_q_norm=self.vector(p + "attn_q_norm.weight", hd),
+                attn_k_norm=self.vector(p + "attn_k_norm.weight", hd),
+            )
+        return LayerWeights(**fields)
+
+    def tensor_bytes(self) -> int:
+        return sum(t.n_bytes for t in self.file.tensors.values())

@@ -1,0 +1,84 @@
+"""Opening a model file: weights, tokenizer and chat template, with the time it took."""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .engine.text import TextModel
+from .engine.weights import ModelFileError, ModelWeights
+from .errors import UserError
+from .generate import Generator
+from .tokenizer import Tokenizer
+
+MODEL_HELP = (
+    "no model found. Download a Qwen3.5 GGUF and its mmproj, for example:\n"
+    "  pip install -U huggingface_hub\n"
+    "  hf download unsloth/Qwen3.5-2B-GGUF --include '*Q4_K_M*' 'mmproj-F16*' --local-dir models\n"
+    "then pass --model models/<file>.gguf, set RAX_MODEL, or leave the file in ./models "
+    "(or ~/.cache/rax/models) for rax to find."
+)
+
+
+def model_search_dirs() -> list[Path]:
+    return [Path.cwd() / "models", Path.home() / ".cache" / "rax" / "models"]
+
+
+def find_model(explicit: str | None) -> Path:
+    """--model, else $RAX_MODEL, else the first text GGUF in ./models or ~/.cache/rax/models."""
+    if explicit:
+        return Path(explicit)
+    if os.environ.get("RAX_MODEL"):
+        return Path(os.environ["RAX_MODEL"])
+    for folder in model_search_dirs():
+        if folder.is_dir():
+            candidates = sorted(p for p in folder.glob("*.gguf") if not p.name.lower().startswith("mmproj"))
+            if candidates:
+                return candidates[0]
+    raise UserError(MODEL_HELP)
+
+
+def set_threads(threads: int | None) -> int:
+    import numba
+    n = threads or default_threads()
+    n = max(1, min(n, numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(n)
+    return n
+
+
+def default_threads() -> int:
+    try:
+        import psutil
+        physical = psutil.cpu_count(logical=False)
+    except Exception:  # psutil may not know on exotic systems
+        physical = None
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(physical or usable, usable))
+
+
+@dataclass
+class LoadedModel:
+    path: Path
+    weights: ModelWeights
+    model: TextModel
+    tokenizer: Tokenizer
+    chat_template: str | None
+    generator: Generator
+    load_s: float
+
+
+def load_model(path: str | Path) -> LoadedModel:
+    t0 = time.perf_counter()
+    path = Path(path)
+    try:
+        weights = ModelWeights(path)
+        tokenizer = Tokenizer.from_gguf_metadata(weights.file.metadata)
+    except ModelFileError as exc:
+        raise UserError(str(exc)) from None
+    except ValueError as exc:   # tokenizer metadata rax cannot use
+        raise UserError(f"{path}: {exc}") from None
+    model = TextModel(weights)
+    template = weights.file.metadata.get("tokenizer.chat_template")
+    return LoadedModel(path, weights, model, tokenizer, template, Generator(model, tokenizer),
+                       time.perf_counter() - t0)
