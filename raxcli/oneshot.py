@@ -56,7 +56,8 @@ def sampling_for(req: Request, thinking: bool, media: bool) -> SamplingParams:
         temperature=req.temperature, top_k=req.top_k, top_p=req.top_p, min_p=req.min_p,
         presence_penalty=req.presence_penalty, seed=req.seed)
     if req.greedy:
-        params = params.with_overrides(temperature=0.0)
+        # plain argmax, as transformers' greedy search: no penalty unless one is asked for
+        params = params.with_overrides(temperature=0.0, presence_penalty=req.presence_penalty or 0.0)
     return params
 
 

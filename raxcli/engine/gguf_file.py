@@ -59,6 +59,8 @@ class GGUFFile:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        if self.path.stat().st_size == 0:
+            raise GGUFFormatError("empty file, not a GGUF model")
         try:
             self._map = np.memmap(self.path, dtype=np.uint8, mode="r")
         except (OSError, ValueError) as exc:

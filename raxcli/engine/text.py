@@ -44,13 +44,16 @@ class TextModel:
         """Run T new tokens through the trunk; returns the final-normed hidden states [T, n_embd].
 
         positions: [3, T] rotary positions (temporal, height, width); text tokens default to
-        consecutive positions from `state.next_position` on all three streams."""
+        consecutive positions from `state.next_position` on all three streams. With explicit
+        positions (vision tokens), text resumes after the largest one, as get_rope_index does."""
         c = self.config
         x = np.ascontiguousarray(embeddings, dtype=np.float32)
         T = x.shape[0]
         if positions is None:
             positions = np.broadcast_to(np.arange(state.next_position, state.next_position + T), (3, T))
             state.next_position += T
+        else:
+            state.next_position = max(state.next_position, int(np.max(positions)) + 1)
         cos, sin = ops.rope_cos_sin(positions, c.n_rot, c.rope_theta, c.rope_sections)
         for block, cache in zip(self.blocks, state.layers):
             x = block(x, cache, cos, sin)

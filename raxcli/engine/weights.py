@@ -74,6 +74,19 @@ class LayerWeights:
     ssm_norm: np.ndarray | None = None
 
 
+@dataclass
+class MTPWeights:
+    """The multi-token-prediction block llama.cpp appends after the trunk (`blk.{n_layer}`):
+    a gated-attention decoder block fed by `eh_proj` over [norm(embedding) | norm(hidden)]."""
+    block: LayerWeights
+    eh_proj: Matrix                 # [n_embd, 2 * n_embd]
+    enorm: np.ndarray
+    hnorm: np.ndarray
+    head_norm: np.ndarray           # nextn.shared_head_norm, else the model's output_norm
+    embed: Matrix                   # nextn.embed_tokens, else token_embd
+    head: Matrix                    # nextn.shared_head_head, else the output matrix
+
+
 _ATTENTION = ("attn_q", "attn_k", "attn_v", "attn_output")
 _ATTENTION_NORMS = ("attn_q_norm", "attn_k_norm")
 _DELTANET = ("attn_qkv", "attn_gate", "ssm_beta", "ssm_alpha", "ssm_out")
@@ -112,6 +125,7 @@ class ModelWeights:
                        if "output.weight" in self.file.tensors else self.token_embd)   # tied embeddings
         self.output_norm = self.vector("output_norm.weight", c.n_embd)
         self.layers = [self._layer(i) for i in range(c.n_layer)]
+        self.mtp = self._mtp() if c.n_nextn else None
 
     # -- tensor access with checks -----------------------------------------
     def _info(self, name: str):
@@ -134,8 +148,9 @@ class ModelWeights:
         values = kernels.dequantize(raw.reshape(-1, raw.shape[-1]), info.ggml_type, shape[-1])
         return np.ascontiguousarray(values.reshape(shape), dtype=np.float32)
 
-    def _layer(self, i: int) -> LayerWeights:
+    def _layer(self, i: int, recurrent: bool | None = None) -> LayerWeights:
         c, p = self.config, f"blk.{i}."
+        recurrent = c.is_recurrent[i] if recurrent is None else recurrent
         fields = dict(
             attn_norm=self.vector(p + "attn_norm.weight", c.n_embd),
             post_attention_norm=self.vector(p + "post_attention_norm.weight", c.n_embd),
@@ -143,7 +158,7 @@ class ModelWeights:
             ffn_up=self.matrix(p + "ffn_up.weight", c.n_ff, c.n_embd),
             ffn_down=self.matrix(p + "ffn_down.weight", c.n_embd, c.n_ff),
         )
-        if c.is_recurrent[i]:
+        if recurrent:
             d, n_v, conv_dim = c.ssm_state_size, c.ssm_n_v_heads, c.ssm_conv_dim
             fields.update(
                 attn_qkv=self.matrix(p + "attn_qkv.weight", conv_dim, c.n_embd),
@@ -167,6 +182,24 @@ class ModelWeights:
                 attn_k_norm=self.vector(p + "attn_k_norm.weight", hd),
             )
         return LayerWeights(**fields)
+
+    def _mtp(self) -> MTPWeights:
+        """Only the first MTP block is used (llama.cpp supports one, as Qwen3.5 ships one)."""
+        c, i = self.config, self.config.n_layer
+        p = f"blk.{i}.nextn."
+        has = self.file.tensors.__contains__
+        return MTPWeights(
+            block=self._layer(i, recurrent=False),
+            eh_proj=self.matrix(p + "eh_proj.weight", c.n_embd, 2 * c.n_embd),
+            enorm=self.vector(p + "enorm.weight", c.n_embd),
+            hnorm=self.vector(p + "hnorm.weight", c.n_embd),
+            head_norm=(self.vector(p + "shared_head_norm.weight", c.n_embd)
+                       if has(p + "shared_head_norm.weight") else self.output_norm),
+            embed=(self.matrix(p + "embed_tokens.weight", c.n_vocab, c.n_embd)
+                   if has(p + "embed_tokens.weight") else self.token_embd),
+            head=(self.matrix(p + "shared_head_head.weight", c.n_vocab, c.n_embd)
+                  if has(p + "shared_head_head.weight") else self.output),
+        )
 
     def tensor_bytes(self) -> int:
         return sum(t.n_bytes for t in self.file.tensors.values())
