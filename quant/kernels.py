@@ -16,7 +16,8 @@ from typing import Callable
 import numpy as np
 from gguf import GGMLQuantizationType
 
-from . import floats, kquants, legacy
+from . import floats, gemv, kquants, legacy
+from .activations import Int8Activations
 from .formats import check_supported, row_nbytes
 
 T = GGMLQuantizationType
@@ -41,23 +42,23 @@ class _Kernels:
     dequant: Callable               # (raw, row_ids, out)
     matvec: Callable                # (raw, x, xsum, out)
     sum_group: int = 32             # xsum = sums of x over runs of this many values
-    matvec_q8: Callable | None = None   # (raw, xq, xd, xsum, out)
+    matvec_q8: Callable | None = None   # (raw, xq [T, n], xq_lo, xd, xsum, out [T, n_rows]), gemv.py
 
 
 _KERNELS: dict[GGMLQuantizationType, _Kernels] = {
     T.F32: _Kernels(_dequant_f32, _matvec_f32, 0),
     T.F16: _Kernels(floats.dequant_f16, floats.matvec_f16, 0),
     T.BF16: _Kernels(floats.dequant_bf16, floats.matvec_bf16, 0),
-    T.Q8_0: _Kernels(legacy.dequant_q8_0, legacy.matvec_q8_0, 32, legacy.matvec_q8_0_q8),
-    T.Q4_0: _Kernels(legacy.dequant_q4_0, legacy.matvec_q4_0, 32, legacy.matvec_q4_0_q8),
+    T.Q8_0: _Kernels(legacy.dequant_q8_0, legacy.matvec_q8_0, 32, gemv.gemv_q8_0),
+    T.Q4_0: _Kernels(legacy.dequant_q4_0, legacy.matvec_q4_0, 32, gemv.gemv_q4_0),
     T.Q4_1: _Kernels(legacy.dequant_q4_1, legacy.matvec_q4_1, 32),
     T.Q5_0: _Kernels(legacy.dequant_q5_0, legacy.matvec_q5_0, 32),
     T.Q5_1: _Kernels(legacy.dequant_q5_1, legacy.matvec_q5_1, 32),
     T.Q2_K: _Kernels(kquants.dequant_q2_k, kquants.matvec_q2_k, 16),
     T.Q3_K: _Kernels(kquants.dequant_q3_k, kquants.matvec_q3_k, 16),
-    T.Q4_K: _Kernels(kquants.dequant_q4_k, kquants.matvec_q4_k, 32, kquants.matvec_q4_k_q8),
-    T.Q5_K: _Kernels(kquants.dequant_q5_k, kquants.matvec_q5_k, 32, kquants.matvec_q5_k_q8),
-    T.Q6_K: _Kernels(kquants.dequant_q6_k, kquants.matvec_q6_k, 16, kquants.matvec_q6_k_q8),
+    T.Q4_K: _Kernels(kquants.dequant_q4_k, kquants.matvec_q4_k, 32, gemv.gemv_q4_k),
+    T.Q5_K: _Kernels(kquants.dequant_q5_k, kquants.matvec_q5_k, 32, gemv.gemv_q5_k),
+    T.Q6_K: _Kernels(kquants.dequant_q6_k, kquants.matvec_q6_k, 16, gemv.gemv_q6_k),
 }
 _NO_SUMS = np.zeros(1, np.float32)
 
@@ -129,11 +130,9 @@ def quantize_activations(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     Like llama.cpp's q8_0 activations, with the scale kept in float32 (llama.cpp rounds it to
     float16) and one scale per 32 values for the k-quants too (llama.cpp's q8_K uses 256).
     """
-    blocks = x.reshape(-1, ACTIVATION_BLOCK)
-    xd = np.abs(blocks).max(axis=1) / np.float32(127.0)
-    inv = np.divide(np.float32(1.0), xd, out=np.zeros_like(xd), where=xd > 0)
-    xq = np.rint(blocks * inv[:, None]).astype(np.int8).reshape(-1)
-    return xq, xd.astype(np.float32, copy=False)
+    x = np.ascontiguousarray(x, dtype=np.float32).reshape(1, -1)
+    acts = Int8Activations.quantize(x)
+    return acts.xq[0], acts.xd[0]
 
 
 def matvec(raw: np.ndarray, qtype, n_cols: int, x: np.ndarray, out: np.ndarray | None = None,
@@ -153,12 +152,11 @@ def matvec(raw: np.ndarray, qtype, n_cols: int, x: np.ndarray, out: np.ndarray |
         raise ValueError(f"out must be a contiguous float32 array of shape ({n_rows},)")
     if n_rows == 0:
         return out
-    xsum = _row_sums(x, kernels.sum_group)
     if int8_activations and kernels.matvec_q8 is not None:
-        xq, xd = quantize_activations(x)
-        kernels.matvec_q8(raw, xq, xd, xsum, out)
+        acts = Int8Activations.quantize(x.reshape(1, -1))
+        kernels.matvec_q8(raw, acts.xq, acts.xq_lo, acts.scales(), acts.sums(kernels.sum_group), out.reshape(1, -1))
     else:
-        kernels.matvec(raw, x, xsum, out)
+        kernels.matvec(raw, x, _row_sums(x, kernels.sum_group), out)
     return out
 
 
@@ -192,3 +190,53 @@ def matmul(raw: np.ndarray, qtype, n_cols: int, X: np.ndarray) -> np.ndarray:
         kernels.dequant(raw, row_ids[start:stop], w)
         np.matmul(X, w.T, out=Y[:, start:stop])
     return Y
+
+
+class BoundWeight:
+    """One weight matrix checked once, for the engine's hot path: every product after that
+    goes straight to its kernel (no shape checks, no dispatch, outputs written in place).
+
+    Exact products (`matvec`, `matmul`) keep activations in float32; `matmul_int8` takes
+    activations already quantized (`Int8Activations`, shared by every matrix that reads the
+    same input) and falls back to the exact path for types without an int8 kernel.
+    """
+
+    __slots__ = ("raw", "qtype", "n_rows", "n_cols", "_kernels")
+
+    def __init__(self, raw: np.ndarray, qtype, n_cols: int):
+        self._kernels, self.raw = _weights(raw, qtype, n_cols)
+        self.qtype, self.n_rows, self.n_cols = check_supported(qtype), raw.shape[0], n_cols
+
+    @property
+    def has_int8(self) -> bool:
+        return self._kernels.matvec_q8 is not None
+
+    def matvec(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """x: contiguous float32 [n_cols]; out: float32 [n_rows]."""
+        k = self._kernels
+        k.matvec(self.raw, x, _row_sums(x, k.sum_group), out)
+        return out
+
+    def matmul(self, X: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """X: contiguous float32 [T, n_cols] → [T, n_rows] (dequantized tiles and BLAS for long T)."""
+        if X.shape[0] <= MATVEC_TOKENS and self._kernels.dequant is not _dequant_f32:
+            if out is None:
+                out = np.empty((X.shape[0], self.n_rows), np.float32)
+            for t in range(X.shape[0]):
+                self.matvec(X[t], out[t])
+            return out
+        Y = matmul(self.raw, self.qtype, self.n_cols, X)
+        if out is None:
+            return Y
+        out[...] = Y
+        return out
+
+    def matmul_int8(self, acts: Int8Activations, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """W @ x_t for the T tokens of `acts` (the int8 form of x [T, n_cols]) → out [T, n_rows]."""
+        k = self._kernels
+        if k.matvec_q8 is None:
+            return self.matmul(x, out)
+        if out is None:
+            out = np.empty((acts.n_tokens, self.n_rows), np.float32)
+        k.matvec_q8(self.raw, acts.xq, acts.xq_lo, acts.scales(), acts.sums(k.sum_group), out)
+        return out

@@ -26,6 +26,7 @@ and each source has three steps, `src` being the tuple of the source's arguments
     idot_<src>(acc, raw, src, xq, xq_off, w_lo, w_hi, scale)          (32-value sources)
                               acc += scale * sum_j w_j * code_j * xq[xq_off+j],
                               w_j = w_lo for j < 16 else w_hi, summed exactly in int32
+    idot1_<src>(acc, raw, src, xq, xq_off, scale)    the same with every w_j = 1
     dot_<src>(raw, src, x, x_off) -> sum_j code_j * x[x_off+j]      (scales times sums of x)
 
 A format's bias (-8, -32, ...) and minimum enter a dot product through sums of x kept by the
@@ -56,7 +57,16 @@ def _use_avx2() -> bool:
     return bool(llvm_binding.get_host_cpu_features().get("avx2", False))
 
 
+def _use_vnni() -> bool:
+    """AVX-512 VNNI (vpdpbusd on 256-bit registers), under the same rule as `_use_avx2`."""
+    if config.CPU_NAME not in (None, "host"):
+        return False
+    features = llvm_binding.get_host_cpu_features()
+    return bool(features.get("avx512vnni", False) and features.get("avx512vl", False))
+
+
 _AVX2 = _use_avx2()
+_VNNI = _AVX2 and _use_vnni()
 
 
 # -- sources -------------------------------------------------------------------------------------
@@ -257,20 +267,34 @@ def dot_packed8(typingctx, lo_word, hi_word, x, x_off):
 
 
 def _int_dot32(builder, weights, xq, w_lo, w_hi, signed):
-    """<8 x i32> partial sums of w_j * weight_j * xq_j over 32 values.
+    """<8 x i32> partial sums of w_j * weight_j * xq_j over 32 values (w_lo is None: all w_j = 1).
 
-    On AVX2 this is llama.cpp's pmaddubsw (u8 x s8, adjacent pairs summed in int16) and
-    pmaddwd (x w, pairs summed in int32). Codes are at most 63 and |xq| at most 127, so the
-    int16 pairs never saturate; Q8_0's signed weights go in as |w| with xq given w's sign.
+    Lane i holds values 4i..4i+3, so lanes 0-3 are the first 16 values and lanes 4-7 the rest.
+    With AVX-512 VNNI this is one vpdpbusd (u8 x s8, four products summed in int32) and a
+    vpmulld by the weights; on AVX2 it is llama.cpp's pmaddubsw (u8 x s8, adjacent pairs summed
+    in int16) and pmaddwd (x w, pairs summed in int32). Codes are at most 63 and |xq| at most
+    127, so the int16 pairs never saturate; signed weights (Q8_0) go in as |w| with xq given
+    w's sign.
     """
+    v32i8, v16i16, v8i32 = vec(I8, 32), vec(I16, 16), vec(I32, 8)
+    if (_AVX2 or _VNNI) and signed:
+        sign = declare(builder, "llvm.x86.avx2.psign.b", v32i8, [v32i8, v32i8])
+        absolute = declare(builder, "llvm.abs.v32i8", v32i8, [v32i8, I1])
+        xq = builder.call(sign, [xq, weights])
+        weights = builder.call(absolute, [weights, ir.Constant(I1, 0)])
+    if _VNNI:
+        dpbusd = declare(builder, "llvm.x86.avx512.vpdpbusd.256", v8i32, [v8i32, v8i32, v8i32])
+        part = builder.call(dpbusd, [ir.Constant(v8i32, [0] * 8), builder.bitcast(weights, v8i32),
+                                     builder.bitcast(xq, v8i32)])
+        if w_lo is None:
+            return part
+        w = concat(builder, splat_int(builder, w_lo, I32, 4), splat_int(builder, w_hi, I32, 4))
+        return builder.mul(part, w)
+    if w_lo is None:
+        one = ir.Constant(I16, 1)
+        w_lo = w_hi = one
     w16 = concat(builder, splat_int(builder, w_lo, I16, 8), splat_int(builder, w_hi, I16, 8))
     if _AVX2:
-        v32i8, v16i16, v8i32 = vec(I8, 32), vec(I16, 16), vec(I32, 8)
-        if signed:
-            sign = declare(builder, "llvm.x86.avx2.psign.b", v32i8, [v32i8, v32i8])
-            absolute = declare(builder, "llvm.abs.v32i8", v32i8, [v32i8, I1])
-            xq = builder.call(sign, [xq, weights])
-            weights = builder.call(absolute, [weights, ir.Constant(I1, 0)])
         maddubs = declare(builder, "llvm.x86.avx2.pmadd.ub.sw", v16i16, [v32i8, v32i8])
         maddwd = declare(builder, "llvm.x86.avx2.pmadd.wd", v8i32, [v16i16, v16i16])
         return builder.call(maddwd, [builder.call(maddubs, [weights, xq]), w16])
@@ -281,23 +305,35 @@ def _int_dot32(builder, weights, xq, w_lo, w_hi, signed):
     return fold8(builder, builder.mul(prod, w32))
 
 
-def _make_idot(source):
+def _make_idot(source, unit=False):
     n_args, n, gen = _SOURCES[source]
     assert n == 32
     signed = source in _SIGNED
+
+    def codegen_with(context, builder, a, args, w_lo, w_hi, scale):
+        codes = gen(builder, data(context, builder, a[1], args[1]),
+                    _source_values(builder, a[2], args[2], source, n_args), I8)
+        xq = load_vec(builder, data(context, builder, a[3], args[3]), args[4], I8, 32)
+        part = _int_dot32(builder, codes, xq, w_lo, w_hi, signed)
+        acc_add(builder, data(context, builder, a[0], args[0]), builder.sitofp(part, vec(F32, 8)), scale)
+        return context.get_dummy_value()
+
+    if unit:
+        @intrinsic
+        def idot1(typingctx, acc, raw, src, xq, xq_off, scale):
+            sig = types.void(acc, raw, src, xq, xq_off, scale)
+
+            def codegen(context, builder, signature, args):
+                return codegen_with(context, builder, signature.args, args, None, None, args[5])
+            return sig, codegen
+        return idot1
 
     @intrinsic
     def idot(typingctx, acc, raw, src, xq, xq_off, w_lo, w_hi, scale):
         sig = types.void(acc, raw, src, xq, xq_off, w_lo, w_hi, scale)
 
         def codegen(context, builder, signature, args):
-            a = signature.args
-            codes = gen(builder, data(context, builder, a[1], args[1]),
-                        _source_values(builder, a[2], args[2], source, n_args), I8)
-            xq = load_vec(builder, data(context, builder, a[3], args[3]), args[4], I8, 32)
-            part = _int_dot32(builder, codes, xq, args[5], args[6], signed)
-            acc_add(builder, data(context, builder, a[0], args[0]), builder.sitofp(part, vec(F32, 8)), args[7])
-            return context.get_dummy_value()
+            return codegen_with(context, builder, signature.args, args, args[5], args[6], args[7])
         return sig, codegen
     return idot
 
@@ -308,7 +344,8 @@ fma2_codes32 = _make_fma_halves_scaled("codes32")
 unpack_codes16, unpack_codes32 = _make_unpack("codes16"), _make_unpack("codes32")
 unpack_nibbles32, unpack_q5_32 = _make_unpack("nibbles32"), _make_unpack("q5_32")
 unpack_int8_32 = _make_unpack("int8_32")
-idot_codes32, idot_nibbles32, idot_int8_32 = _make_idot("codes32"), _make_idot("nibbles32"), _make_idot("int8_32")
+idot_codes32 = _make_idot("codes32")
+idot1_codes32, idot1_nibbles32, idot1_int8_32 = (_make_idot(s, unit=True) for s in ("codes32", "nibbles32", "int8_32"))
 dot_codes16, dot_int8_16 = _make_dot("codes16"), _make_dot("int8_16")
 
 

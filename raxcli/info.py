@@ -9,7 +9,7 @@ from .engine.gguf_file import GGUFFile, GGUFFormatError
 from .errors import UserError
 
 
-def describe(path: str | Path) -> dict:
+def describe(path: str | Path, ram_gb: float | None = None) -> dict:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such file")
@@ -46,4 +46,33 @@ def describe(path: str | Path) -> dict:
         })
     except ConfigError as exc:
         info["note"] = str(exc)
+    info["vision"] = _vision(path, md)
+    info.update(_machine_limits(ram_gb, info.get("context_length")))
     return info
+
+
+def _vision(path: Path, md: dict) -> str:
+    """Is this file a vision tower, or is there one beside it?"""
+    if md.get("general.architecture") == "clip":
+        projector = md.get("clip.projector_type", md.get("clip.vision.projector_type"))
+        return f"this file is a vision tower (mmproj, projector {projector})"
+    try:
+        from .multimodal import find_mmproj
+        mmproj = find_mmproj(path, None)
+    except ImportError:
+        return "not looked for (this build of rax reads text only)"
+    except UserError as exc:
+        return str(exc)
+    return str(mmproj) if mmproj else "none beside the file: text only"
+
+
+def _machine_limits(ram_gb: float | None, context_length: int | None) -> dict:
+    from . import system
+    machine = system.detect(ram_gb)
+    limits = system.limits_for(machine)
+    context = min(limits.context, context_length or limits.context)
+    return {
+        "machine": system.describe_machine(machine, machine.default_threads()),
+        "limits": {"tier": limits.tier, "max_tokens": limits.max_tokens, "think_budget": limits.think_budget,
+                   "context": context, "max_tokens_cap": limits.max_tokens_cap, "think_cap": limits.think_cap},
+    }

@@ -13,11 +13,11 @@ from .generate import Generator
 from .tokenizer import Tokenizer
 
 MODEL_HELP = (
-    "no model found. Download a Qwen3.5 GGUF and its mmproj, for example:\n"
-    "  pip install -U huggingface_hub\n"
-    "  hf download unsloth/Qwen3.5-2B-GGUF --include '*Q4_K_M*' 'mmproj-F16*' --local-dir models\n"
-    "then pass --model models/<file>.gguf, set RAX_MODEL, or leave the file in ./models "
-    "(or ~/.cache/rax/models) for rax to find."
+    "no model found. Download a Qwen3.5 GGUF and its mmproj with:\n"
+    "  rax pull unsloth/Qwen3.5-2B-GGUF:Q4_K_M\n"
+    "(into ~/.cache/rax/models, where rax looks; or with the hub's own tool:\n"
+    "  hf download unsloth/Qwen3.5-2B-GGUF --include '*Q4_K_M*' 'mmproj-F16*' --local-dir models)\n"
+    "or pass --model FILE.gguf, set RAX_MODEL, or put the file in ./models."
 )
 
 
@@ -33,7 +33,9 @@ def find_model(explicit: str | None) -> Path:
         return Path(os.environ["RAX_MODEL"])
     for folder in model_search_dirs():
         if folder.is_dir():
-            candidates = sorted(p for p in folder.glob("*.gguf") if not p.name.lower().startswith("mmproj"))
+            # `rax pull` puts each repository in a folder of its own, beside its mmproj
+            candidates = sorted(p for pattern in ("*.gguf", "*/*.gguf") for p in folder.glob(pattern)
+                                if not p.name.lower().startswith("mmproj"))
             if candidates:
                 return candidates[0]
     raise UserError(MODEL_HELP)
@@ -53,7 +55,8 @@ def default_threads() -> int:
         physical = psutil.cpu_count(logical=False)
     except Exception:  # psutil may not know on exotic systems
         physical = None
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    from .system import usable_cpus
+    usable = usable_cpus()      # affinity mask and cgroup CPU quota
     return max(1, min(physical or usable, usable))
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TextIO
 
 from .chat import ChatTemplateError, render_chat
@@ -10,6 +11,7 @@ from .errors import UserError
 from .generate import Completion, ContextOverflow, GenerationSettings
 from .loader import find_model, load_model, set_threads
 from .sampling import SamplingParams, recommended_params
+from .tool_schemas import load_tools
 
 
 @dataclass
@@ -31,12 +33,17 @@ class Request:
     min_p: float | None = None
     presence_penalty: float | None = None
     seed: int | None = None
-    max_tokens: int = 512
+    max_tokens: int | None = None      # None: the default fitted to this machine
     max_context: int | None = None
     top_logprobs: int = 0
     json: bool = False
     threads: int | None = None
     device: str = "cpu"
+    tools: str | None = None           # --tools FILE: function schemas for the template
+    ram_gb: float | None = None        # --ram-gb: RAM to fit the limits to, instead of detecting it
+    boxes_out: str | None = None   # PNG of the first image with the answer's boxes drawn
+    server: str | None = None      # answer through this OpenAI-compatible server instead
+    api_key: str | None = None
 
 
 def read_prompt(prompt: str | None, stdin: TextIO) -> str:
@@ -66,28 +73,46 @@ def check_request(req: Request) -> None:
         raise UserError(f"--device must be cpu or gpu, not {req.device!r}")
     if req.device == "gpu":
         raise UserError("--device gpu: this build of rax runs on the CPU only; use --device cpu")
-    if req.images or req.video:
-        raise UserError("images and videos need the vision tower, which this build of rax does not run yet")
+    if req.boxes_out is not None:
+        if not req.images:
+            raise UserError("--boxes-out draws on the first --image; give an --image")
+        from .grounding import check_boxes_out
+        check_boxes_out(req.boxes_out)
 
 
 def run(req: Request, stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr, stdin: TextIO | None = None) -> dict:
+    if req.server:
+        from .remote_run import run_remote
+        return run_remote(req, stdout, stderr, stdin)
     check_request(req)
     text = read_prompt(req.prompt, sys.stdin if stdin is None else stdin)
+    tools = load_tools(req.tools) if req.tools else None
     path = find_model(req.model)
+    mmproj = mmproj_for(req, path)
     set_threads(req.threads)
     loaded = load_model(path)
     tok = loaded.tokenizer
+    segment = None
 
     if req.raw:
-        prompt_ids = tok.encode(text)
+        rendered = text
     else:
         messages = ([{"role": "system", "content": req.system}] if req.system else [])
-        messages.append({"role": "user", "content": text})
+        messages.append({"role": "user", "content": user_content(req, text)})
         try:
             rendered = render_chat(loaded.chat_template, messages, add_generation_prompt=True,
-                                   enable_thinking=req.thinking)
+                                   enable_thinking=req.thinking, tools=tools)
         except ChatTemplateError as exc:
             raise UserError(f"{path}: chat template: {exc}") from None
+    if mmproj is not None:
+        from . import multimodal
+        vision = multimodal.load_vision(mmproj, loaded.model.config)
+        media = [multimodal.load_image(p, vision) for p in req.images]
+        media += [multimodal.load_video(req.video, vision)] if req.video else []
+        with working(req, stdout, stderr, f"encoding {len(media)} picture(s) and video(s)"):
+            segment = multimodal.encode_prompt(tok, loaded.model, vision, rendered, media, 0)
+        prompt_ids = segment.ids
+    else:
         prompt_ids = tok.encode(rendered)
     if not prompt_ids:
         raise UserError("the prompt is empty")
@@ -96,31 +121,22 @@ def run(req: Request, stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr, 
     from .generate import thinking_open_at_end
     thinking = thinking_open_at_end(prompt_ids, gen.think_id, gen.end_think_id)
     settings = GenerationSettings(
-        params=sampling_for(req, thinking=req.thinking and (thinking or not req.raw), media=False),
-        max_tokens=req.max_tokens, think_budget=req.think_budget,
-        top_logprobs=req.top_logprobs, max_context=req.max_context)
+        params=sampling_for(req, thinking=req.thinking and (thinking or not req.raw), media=segment is not None),
+        top_logprobs=req.top_logprobs, **fitted_limits(req, loaded.model.config.context_length, stderr))
 
     completion = Completion(prompt_token_ids=list(prompt_ids))
     state = loaded.model.new_state()
-    answer_started = False
     try:
-        for step in gen.generate(prompt_ids, state, settings):
-            completion.add(step)
-            if req.json or not step.text:
-                continue
-            if step.thinking:
-                if req.show_think:
-                    stderr.write(step.text)
-                    stderr.flush()
-            else:
-                out = step.text
-                if not answer_started:
-                    out = out.lstrip("\n")
-                    answer_started = bool(out)
-                stdout.write(out)
-                stdout.flush()
+        steps = gen.generate(prompt_ids, state, settings,
+                             embeddings=segment.embeddings if segment else None,
+                             positions=segment.positions if segment else None)
+        if not req.json and interactive(stdout, stderr):
+            from .render import spinner_until_first
+            steps = spinner_until_first(steps, f"reading the prompt ({len(prompt_ids)} tokens)")
+        print_steps(steps, req, completion, stdout, stderr)
     except ContextOverflow as exc:
         raise UserError(str(exc)) from None
+    boxes = boxes_named(req, completion.text, stderr)
     if not req.json:
         stdout.write("\n")
         return {}
@@ -135,14 +151,110 @@ def run(req: Request, stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr, 
     }
     if req.top_logprobs:
         result["logprobs"] = [lp.as_dict() for lp in completion.logprobs]
-    result["boxes"] = []
+    result["boxes"] = boxes
+    if tools is not None:
+        from .tools import parse_tool_calls
+        result["tool_calls"] = [{"name": c.name, "arguments": c.arguments}
+                                for c in parse_tool_calls(completion.text, tools)[1]]
     s = completion.stats
     result["stats"] = {
         "prompt_tokens": s.get("prompt_tokens", len(prompt_ids)),
         "generated_tokens": s.get("generated_tokens", len(completion.token_ids)),
         "load_s": round(loaded.load_s, 3),
-        "vision_s": 0.0,
+        "vision_s": round(segment.vision_s, 3) if segment else 0.0,
         "prefill_tok_s": round(s.get("prefill_tok_s", 0.0), 2),
         "decode_tok_s": round(s.get("decode_tok_s", 0.0), 2),
     }
     return result
+
+
+def mmproj_for(req: Request, model_path: Path) -> Path | None:
+    """The vision GGUF when pictures or videos are given (--mmproj, or the one beside the model)."""
+    if not (req.images or req.video):
+        return None
+    from .multimodal import find_mmproj
+    mmproj = find_mmproj(model_path, req.mmproj)
+    if mmproj is None:
+        raise UserError("images and videos need the model's vision part: pass --mmproj FILE "
+                        "(the mmproj-*.gguf published with the model)")
+    return mmproj
+
+
+def user_content(req: Request, text: str):
+    """The user turn: pictures, then the video, then the words (as Qwen's examples order them)."""
+    if not (req.images or req.video):
+        return text
+    parts = [{"type": "image", "image": str(p)} for p in req.images]
+    if req.video:
+        parts.append({"type": "video", "video": str(req.video)})
+    return parts + [{"type": "text", "text": text}]
+
+
+def print_steps(steps, req: Request, completion: Completion, stdout: TextIO, stderr: TextIO) -> None:
+    """Gather the steps; unless --json, stream the answer to stdout (and the thinking to
+    stderr with --show-think) as it comes."""
+    answer_started = False
+    for step in steps:
+        completion.add(step)
+        if req.json or not step.text:
+            continue
+        if step.thinking:
+            if req.show_think:
+                stderr.write(step.text)
+                stderr.flush()
+        else:
+            out = step.text
+            if not answer_started:
+                out = out.lstrip("\n")
+                answer_started = bool(out)
+            stdout.write(out)
+            stdout.flush()
+
+
+def boxes_named(req: Request, answer: str, stderr: TextIO) -> list[dict]:
+    """Boxes the answer names, in pixels of the first image (with several images still the
+    first: a reply does not say which image a box is on); drawn on it when --boxes-out asks.
+    The thinking is not searched."""
+    if not req.images or not (req.json or req.boxes_out):
+        return []
+    from .grounding import boxes_for_answer, save_annotated
+    boxes = boxes_for_answer(answer, req.images[0])
+    if req.boxes_out is not None:
+        save_annotated(req.images[0], boxes, req.boxes_out)
+        if not req.json:
+            stderr.write(f"rax: {len(boxes)} box{'es' if len(boxes) != 1 else ''} drawn on {req.boxes_out}\n")
+    return boxes
+
+
+def fitted_limits(req: Request, model_context: int, stderr: TextIO) -> dict:
+    """max_tokens, think_budget and max_context for this machine: the defaults of its RAM
+    tier, explicit values above the tier's caps clamped with a warning on stderr."""
+    from . import system
+    limits = system.limits_for(system.detect(req.ram_gb))
+    context_cap = min(limits.context, model_context)
+    fitted = {
+        "max_tokens": system.fit(req.max_tokens, limits.max_tokens, limits.max_tokens_cap, "answers", "--max-tokens"),
+        "think_budget": system.fit(req.think_budget, limits.think_budget, limits.think_cap, "thinking",
+                                   "--think-budget"),
+        "max_context": system.fit(req.max_context, context_cap, context_cap, "the context", "--max-context"),
+    }
+    for value in fitted.values():
+        if value.warning:
+            stderr.write(f"rax: warning: {value.warning}\n")
+    return {name: value.value for name, value in fitted.items()}
+
+
+def interactive(stdout: TextIO, stderr: TextIO) -> bool:
+    """Spinners only for a person watching: both streams on a terminal, and no NO_COLOR."""
+    import os
+    return stdout.isatty() and stderr.isatty() and not os.environ.get("NO_COLOR")
+
+
+def working(req: Request, stdout: TextIO, stderr: TextIO, what: str):
+    """A spinner on stderr for a person watching; nothing in pipelines or with --json."""
+    from contextlib import nullcontext
+    if req.json or not interactive(stdout, stderr):
+        return nullcontext()
+    from rich.console import Console
+    from .render import busy
+    return busy(Console(stderr=True), what)

@@ -11,6 +11,7 @@ import numpy as np
 
 from . import ops
 from .state import KVCache
+from .weights import Activation
 
 QUERY_BLOCK = 512   # query rows per block: bounds the score matrix on long prompts
 
@@ -47,6 +48,7 @@ class GatedAttention:
     def __call__(self, x: np.ndarray, cache: KVCache, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
         """x: [T, n_embd] (already normed); cos/sin: rotary tables for these T positions."""
         w, T, d = self.w, x.shape[0], self.d
+        x = Activation(x)                                           # one int8 form for q, k, v
         q_and_gate = w.attn_q(x).reshape(T, self.n_head, 2 * d)
         q = ops.rms_norm(q_and_gate[:, :, :d], w.attn_q_norm, self.eps)
         gate = q_and_gate[:, :, d:].reshape(T, self.n_head * d)

@@ -11,18 +11,22 @@ q and k are L2-normalised per head and q is scaled by 1/√d_k. Heads follow the
 llama.cpp stores: when there are more v-heads than k-heads they are *tiled*, so v-head
 j reads k-head j mod n_k (transformers groups them instead: j // (n_v / n_k)).
 
-`recurrent_delta_rule` is the step-by-step form used while decoding;
-`chunked_delta_rule` computes the same outputs for a whole prompt with matrix products
-over chunks of 64 tokens (the reference's `torch_chunk_gated_delta_rule`).
+`recurrent_delta_rule` is the step-by-step form (decoding runs it fused with the conv and
+the gated norm: `kernels.deltanet_recurrent`); `chunked_delta_rule` computes the same
+outputs for a whole prompt with matrix products over chunks of 64 tokens (the reference's
+`torch_chunk_gated_delta_rule`).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from . import ops
+from . import kernels, ops
 from .state import DeltaNetCache
+from .weights import Activation
 
 CHUNK = 64
+RECURRENT_TOKENS = 16       # up to this many tokens: the fused recurrent kernel, else chunks
+_NO_HISTORY = np.empty((0, 1, 1, 1), np.float32)
 
 
 def l2_normalize(x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
@@ -76,7 +80,7 @@ def chunked_delta_rule(q, k, v, g, beta, state, chunk: int = CHUNK):
     strictly_lower = np.tril(np.ones((chunk, chunk), dtype=bool), -1)
     a = np.where(strictly_lower, (k_beta @ np.swapaxes(k, -1, -2)) * decay, 0.0).astype(np.float32)
     # (I + A)^-1 by forward substitution, all heads and chunks at once
-    inv = ops.unit_lower_inverse(a)
+    inv = ops.unit_lower_inverse(np.ascontiguousarray(a))
     u = inv @ v_beta                                                # new values
     w = inv @ (k_beta * np.exp(cum_g)[..., None])                   # decayed keys reading the old state
 
@@ -108,7 +112,10 @@ class GatedDeltaNet:
     def __call__(self, x: np.ndarray, cache: DeltaNetCache) -> np.ndarray:
         """x: [T, n_embd] (already normed) → [T, n_embd]; cache updated in place."""
         w, T, d = self.w, x.shape[0], self.d
+        x = Activation(x)                                           # one int8 form for the four projections
         qkv = w.attn_qkv(x)                                         # [T, conv_dim]
+        if T <= RECURRENT_TOKENS or cache.tentative:                # decode, drafted tokens
+            return w.ssm_out(self._recurrent(qkv, w.attn_gate(x), w.ssm_beta(x), w.ssm_alpha(x), cache))
         z = w.attn_gate(x).reshape(T, self.n_v, d)
         beta = ops.sigmoid(w.ssm_beta(x))                           # [T, n_v]
         g = w.ssm_a * softplus(w.ssm_alpha(x) + w.ssm_dt_bias)      # [T, n_v], ≤ 0
@@ -122,10 +129,20 @@ class GatedDeltaNet:
             reps = self.n_v // self.n_k
             q, k = np.tile(q, (1, reps, 1)), np.tile(k, (1, reps, 1))
 
-        if T == 1:
-            o = ops.delta_rule_step(q[0], k[0], v[0], g[0], beta[0], cache.recurrent)[None]
-        else:
-            o = chunked_delta_rule(q, k, v, g, beta, cache.recurrent)
-
+        o = chunked_delta_rule(q, k, v, g, beta, cache.recurrent)
         o = ops.rms_norm(o, w.ssm_norm, self.eps) * ops.silu(z)
         return w.ssm_out(o.reshape(T, self.n_v * d))
+
+    def _recurrent(self, qkv, z, b_raw, a_raw, cache: DeltaNetCache) -> np.ndarray:
+        """The same steps as above with the recurrent rule, token by token, in one fused
+        kernel (engine/kernels.py). Tentative tokens leave their states in cache.history."""
+        w, T = self.w, qkv.shape[0]
+        history = _NO_HISTORY
+        if cache.tentative:
+            if cache.pending is not None or cache.history.shape[0] < T:
+                raise RuntimeError("one forward of at most the reserved tokens per tentative step")
+            history, cache.pending = cache.history, qkv
+        out = np.empty((T, self.n_v * self.d), np.float32)
+        kernels.deltanet_recurrent(qkv, z, b_raw, a_raw, w.ssm_conv1d, cache.conv, w.ssm_a, w.ssm_dt_bias,
+                                   w.ssm_norm, self.eps, self.n_k, cache.recurrent, history, out)
+        return out

@@ -10,6 +10,11 @@ import numpy as np
 class DeltaNetCache:
     conv: np.ndarray        # [kernel - 1, conv_dim]: the last inputs of the causal conv
     recurrent: np.ndarray   # [n_v_heads, d_k, d_v]: the delta-rule state S
+    # tentative tokens (TextState.begin_tentative): the state after each of them, and their
+    # conv inputs; `conv` and `recurrent` stay as before them until TextState.commit
+    history: np.ndarray | None = None     # [max tentative tokens, n_v_heads, d_k, d_v]
+    pending: np.ndarray | None = None     # [tentative tokens, conv_dim]
+    tentative: bool = False
 
     @classmethod
     def empty(cls, config) -> "DeltaNetCache":
@@ -17,6 +22,14 @@ class DeltaNetCache:
             conv=np.zeros((config.ssm_conv_kernel - 1, config.ssm_conv_dim), np.float32),
             recurrent=np.zeros((config.ssm_n_v_heads, config.ssm_state_size, config.ssm_state_size), np.float32),
         )
+
+    def commit(self, n_keep: int) -> None:
+        """Keep the first n_keep tentative tokens: their state becomes the state."""
+        if n_keep > 0:
+            self.recurrent[...] = self.history[n_keep - 1]
+            inputs = np.concatenate([self.conv, self.pending[:n_keep]])
+            self.conv[...] = inputs[len(inputs) - len(self.conv):]
+        self.pending, self.tentative = None, False
 
 
 @dataclass
@@ -47,6 +60,10 @@ class KVCache:
         self.length = need
         return self.keys[:, :need], self.values[:, :need]
 
+    def truncate(self, length: int) -> None:
+        """Forget every position from `length` on (rejected drafted tokens)."""
+        self.length = min(self.length, length)
+
 
 @dataclass
 class TextState:
@@ -55,6 +72,10 @@ class TextState:
     n_tokens: int = 0           # tokens consumed so far
     next_position: int = 0      # next rotary position (vision tokens advance it differently)
 
+    drafting: object = None     # speculative decoding's own state (speculative.Drafting), if used
+    # the counters when begin_tentative was called (None: no tentative tokens)
+    _before: tuple[int, int, list] | None = field(default=None, repr=False)
+
     @classmethod
     def empty(cls, config) -> "TextState":
         layers = [
@@ -62,6 +83,41 @@ class TextState:
             for i in range(config.n_layer)
         ]
         return cls(layers=layers)
+
+    def begin_tentative(self, max_tokens: int) -> None:
+        """The next forward (of at most max_tokens text tokens) may be partly undone by
+        `commit`: speculative decoding feeds drafted tokens, then keeps those the model agrees
+        with. DeltaNet layers then write the state after each token apart (history buffers
+        of max_tokens recurrent states, allocated once)."""
+        if self._before is not None:
+            raise RuntimeError("tentative tokens are pending: commit them first")
+        lengths = []
+        for c in self.layers:
+            if isinstance(c, DeltaNetCache):
+                if c.history is None or c.history.shape[0] < max_tokens:
+                    c.history = np.empty((max_tokens,) + c.recurrent.shape, np.float32)
+                c.tentative = True
+            lengths.append(c.length if isinstance(c, KVCache) else 0)
+        self._before = (self.n_tokens, self.next_position, lengths)
+
+    def confirm(self, n_fed: int) -> None:
+        """Of the tentative tokens, the first n_fed have really been fed: the counters
+        (n_tokens, next_position) show those only; the caches still hold all of them."""
+        n_tokens, next_position, _ = self._before
+        self.n_tokens, self.next_position = n_tokens + n_fed, next_position + n_fed
+
+    def commit(self, n_keep: int) -> None:
+        """Keep the first n_keep tokens fed since `begin_tentative`, forget the rest."""
+        n_tokens, next_position, lengths = self._before
+        if n_keep < 0:
+            raise ValueError(f"cannot keep {n_keep} tentative tokens")
+        for c, length in zip(self.layers, lengths):
+            if isinstance(c, DeltaNetCache):
+                c.commit(n_keep)
+            else:
+                c.truncate(length + n_keep)
+        self.n_tokens, self.next_position = n_tokens + n_keep, next_position + n_keep
+        self._before = None
 
     def nbytes(self) -> int:
         total = 0

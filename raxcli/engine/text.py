@@ -7,7 +7,7 @@ from . import ops
 from .attention import GatedAttention
 from .deltanet import GatedDeltaNet
 from .state import TextState
-from .weights import LayerWeights, ModelWeights
+from .weights import Activation, LayerWeights, ModelWeights
 
 
 class DecoderBlock:
@@ -24,13 +24,19 @@ class DecoderBlock:
         h = ops.rms_norm(x, w.attn_norm, self.eps)
         h = self.mixer(h, cache) if self.recurrent else self.mixer(h, cache, cos, sin)
         x = x + h
-        h = ops.rms_norm(x, w.post_attention_norm, self.eps)
+        h = Activation(ops.rms_norm(x, w.post_attention_norm, self.eps))
         return x + w.ffn_down(ops.silu(w.ffn_gate(h)) * w.ffn_up(h))
 
 
 class TextModel:
-    def __init__(self, weights: ModelWeights):
+    """activations: how decode steps feed the quantized matrices (`ModelWeights.set_activations`):
+    "float" (default) equals transformers on the dequantized weights; "fine" (int8 plus a
+    residual int8 code) keeps greedy tokens of the reference fixtures; "int8" is llama.cpp's
+    choice, fastest, its logits move by what llama.cpp's move."""
+
+    def __init__(self, weights: ModelWeights, activations: str = "float"):
         self.weights = weights
+        weights.set_activations(activations)
         self.config = c = weights.config
         self.blocks = [DecoderBlock(weights.layers[i], c, c.is_recurrent[i]) for i in range(c.n_layer)]
 

@@ -13,6 +13,7 @@ import numpy as np
 from gguf import GGMLQuantizationType
 
 from quant import formats, kernels
+from quant.activations import Int8Activations
 
 from .config import ConfigError, TextConfig
 from .gguf_file import GGUFFile, GGUFFormatError
@@ -22,21 +23,64 @@ class ModelFileError(ValueError):
     """A model file rax cannot use; the message names the file and the reason."""
 
 
-class Matrix:
-    """W[n_out, n_in] in its stored ggml type; `W(x)` is x @ Wᵀ for x of shape [n_in] or [T, n_in]."""
+ACTIVATION_KINDS = ("float", "int8", "fine")
 
-    __slots__ = ("name", "raw", "ggml_type", "n_out", "n_in")
+
+class Activation:
+    """An input x [T, n] to one or more matrices, with its int8 form (quant.activations) made
+    on first use and shared: the q/k/v/gate projections and the MLP's gate/up each read the
+    same normed hidden state, which is then quantized once."""
+
+    __slots__ = ("x", "_int8")
+
+    def __init__(self, x: np.ndarray):
+        self.x = np.ascontiguousarray(x, dtype=np.float32)
+        self._int8 = None
+
+    def int8(self, fine: bool) -> Int8Activations:
+        if self._int8 is None or self._int8.fine != fine:
+            self._int8 = Int8Activations.quantize(self.x, fine=fine)
+        return self._int8
+
+
+class Matrix:
+    """W[n_out, n_in] in its stored ggml type; `W(x)` is x @ Wᵀ for x of shape [n_in] or
+    [T, n_in] (or an `Activation` of shape [T, n_in]).
+
+    `activations` says how x meets the quantized blocks (`ModelWeights.set_activations`):
+    "float" keeps it float32 (exact: the dequantized weights times x); "int8" quantizes it to
+    int8 per 32 values as llama.cpp does; "fine" adds a residual int8 code (~15 bits). The int8
+    kinds serve up to INT8_TOKENS tokens (decode, drafted tokens); longer inputs (prefill)
+    take dequantized tiles and BLAS in float32.
+    """
+
+    __slots__ = ("name", "raw", "ggml_type", "n_out", "n_in", "weight", "activations")
+    INT8_TOKENS = 16
 
     def __init__(self, name: str, raw: np.ndarray, ggml_type: GGMLQuantizationType, n_out: int, n_in: int):
         self.name, self.raw, self.ggml_type, self.n_out, self.n_in = name, raw, ggml_type, n_out, n_in
+        self.weight = kernels.BoundWeight(raw, ggml_type, n_in)
+        self.activations = "float"
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        if x.ndim == 1:
-            return kernels.matvec(self.raw, self.ggml_type, self.n_in, x)
-        if x.shape[0] == 1:
-            return kernels.matvec(self.raw, self.ggml_type, self.n_in, x[0])[None]
-        return kernels.matmul(self.raw, self.ggml_type, self.n_in, x)
+    def __call__(self, x, out: np.ndarray | None = None) -> np.ndarray:
+        if isinstance(x, Activation):
+            act, flat = x, False
+        else:
+            x = np.asarray(x)
+            flat = x.ndim == 1
+            act = Activation(x.reshape(1, -1) if flat else x)
+        T = act.x.shape[0]
+        if act.x.shape[1] != self.n_in:
+            raise ValueError(f"{self.name}: input has {act.x.shape[1]} features, the matrix takes {self.n_in}")
+        if out is None:
+            out = np.empty((T, self.n_out), np.float32)
+        if self.activations != "float" and T <= self.INT8_TOKENS and self.weight.has_int8:
+            self.weight.matmul_int8(act.int8(self.activations == "fine"), act.x, out.reshape(T, self.n_out))
+        elif T == 1:
+            self.weight.matvec(act.x[0], out.reshape(self.n_out))
+        else:
+            self.weight.matmul(act.x, out)
+        return out.reshape(self.n_out) if flat else out
 
     def rows(self, ids) -> np.ndarray:
         """Dequantized rows (embedding lookup)."""
@@ -200,6 +244,27 @@ class ModelWeights:
             head=(self.matrix(p + "shared_head_head.weight", c.n_vocab, c.n_embd)
                   if has(p + "shared_head_head.weight") else self.output),
         )
+
+    def matrices(self):
+        """Every Matrix of the model (trunk, output, MTP block), each once."""
+        seen = set()
+        candidates = [self.token_embd, self.output]
+        for layer in self.layers + ([self.mtp.block] if self.mtp else []):
+            candidates += [v for v in vars(layer).values() if isinstance(v, Matrix)]
+        if self.mtp:
+            candidates += [self.mtp.eh_proj, self.mtp.embed, self.mtp.head]
+        for m in candidates:
+            if id(m) not in seen:
+                seen.add(id(m))
+                yield m
+
+    def set_activations(self, kind: str) -> None:
+        """How every matrix treats its input during decode: "float" (exact float32), "int8"
+        (per 32 values, as llama.cpp) or "fine" (int8 plus a residual int8: ~15 bits)."""
+        if kind not in ACTIVATION_KINDS:
+            raise ValueError(f"activations must be one of {ACTIVATION_KINDS}, not {kind!r}")
+        for m in self.matrices():
+            m.activations = kind
 
     def tensor_bytes(self) -> int:
         return sum(t.n_bytes for t in self.file.tensors.values())

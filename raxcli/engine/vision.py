@@ -1,0 +1,322 @@
+"""The Qwen3.5 vision tower: pixels → one embedding per 2×2 patch block, in the text width.
+
+As transformers' Qwen3_5VisionModel computes it (float32):
+  patch embedding   a Conv3d over (temporal pair, 16×16) = one product per patch with the
+                    kernel's two temporal slices (an image is its own frame twice, so its
+                    patches meet the sum of the slices);
+  position          the learned side×side table, bilinearly resampled to the patch grid with
+                    align_corners=True (endpoints map to endpoints), added to every frame;
+  blocks            pre-norm: x + proj(attn(LN1 x)), x + fc2(gelu_tanh(fc1(LN2 x))); attention
+                    over the patches of one frame pair (transformers' cu_seqlens: each
+                    temporal slice of a video is its own segment) with 2-D axial rotary
+                    (first half of the frequencies from the patch row, second from the column);
+  merger            LayerNorm per patch, 4 consecutive patches (one 2×2 block: the processor
+                    emits patches block by block) concatenated → fc1 → exact GELU → fc2.
+A video is encoded one temporal slice at a time, so memory holds one frame pair's activations;
+attention runs in blocks of query rows so the score matrix stays under ATTENTION_BYTES.
+"""
+from __future__ import annotations
+
+import ctypes
+import glob
+import math
+import os
+from contextlib import contextmanager
+
+import numba as nb
+import numpy as np
+from gguf import GGMLQuantizationType
+
+from quant import kernels
+
+from .mmproj import VisionConfig, VisionWeights
+from .weights import Matrix
+
+ATTENTION_BYTES = 64 << 20      # most memory one block of attention scores may take
+
+
+# ---------------------------------------------------------------------------------------
+# Element-wise kernels (each with a NumPy twin in tests/test_vision.py)
+# ---------------------------------------------------------------------------------------
+@nb.njit(cache=True, parallel=True, fastmath=True)
+def layer_norm(x, weight, bias, eps):
+    """Per-row LayerNorm over the last axis: (x − mean) / √(var + eps) · weight + bias."""
+    n, d = x.shape
+    out = np.empty_like(x)
+    for i in nb.prange(n):
+        mean = 0.0
+        for j in range(d):
+            mean += x[i, j]
+        mean /= d
+        var = 0.0
+        for j in range(d):
+            t = x[i, j] - mean
+            var += t * t
+        inv = 1.0 / math.sqrt(var / d + eps)
+        for j in range(d):
+            out[i, j] = np.float32((x[i, j] - mean) * inv) * weight[j] + bias[j]
+    return out
+
+
+@nb.njit(cache=True, parallel=True, fastmath=True)
+def bias_gelu_tanh_(x, bias):
+    """x ← gelu_tanh(x + bias) in place (transformers' gelu_pytorch_tanh)."""
+    n, d = x.shape
+    c = math.sqrt(2.0 / math.pi)
+    for i in nb.prange(n):
+        for j in range(d):
+            v = x[i, j] + bias[j]
+            x[i, j] = 0.5 * v * (1.0 + math.tanh(c * (v + 0.044715 * v * v * v)))
+    return x
+
+
+@nb.njit(cache=True, parallel=True)
+def bias_gelu_erf_(x, bias):
+    """x ← gelu(x + bias) in place, the exact (erf) form nn.GELU() computes."""
+    n, d = x.shape
+    r = 1.0 / math.sqrt(2.0)
+    for i in nb.prange(n):
+        for j in range(d):
+            v = x[i, j] + bias[j]
+            x[i, j] = 0.5 * v * (1.0 + math.erf(v * r))
+    return x
+
+
+@nb.njit(cache=True, parallel=True, fastmath=True)
+def softmax_rows_(s):
+    """Row softmax in place over the last axis of s: [h, rows, n]."""
+    h, r, n = s.shape
+    for k in nb.prange(h * r):
+        a, b = k // r, k % r
+        m = s[a, b, 0]
+        for j in range(1, n):
+            m = max(m, s[a, b, j])
+        total = 0.0
+        for j in range(n):
+            e = math.exp(s[a, b, j] - m)
+            s[a, b, j] = e
+            total += e
+        inv = np.float32(1.0 / total)
+        for j in range(n):
+            s[a, b, j] *= inv
+    return s
+
+
+# ---------------------------------------------------------------------------------------
+# Geometry: position table, rotary angles
+# ---------------------------------------------------------------------------------------
+def block_order_coords(grid_h: int, grid_w: int, merge: int) -> tuple[np.ndarray, np.ndarray]:
+    """(row, col) of each patch in the processor's order: 2×2 merge blocks in raster order,
+    patches raster within a block."""
+    rows = np.arange(grid_h).reshape(grid_h // merge, merge, 1, 1)
+    cols = np.arange(grid_w).reshape(1, 1, grid_w // merge, merge)
+    shape = (grid_h // merge, grid_w // merge, merge, merge)
+    r = np.broadcast_to(rows.transpose(0, 2, 1, 3), shape)
+    c = np.broadcast_to(cols.transpose(0, 2, 1, 3), shape)
+    return r.reshape(-1), c.reshape(-1)
+
+
+def _axis_taps(index: np.ndarray, size: int, side: int) -> tuple[np.ndarray, np.ndarray]:
+    """Bilinear, align_corners=True taps into a table of `side` for positions of an axis of
+    `size`: [n, 2] indices and float32 weights."""
+    src = index.astype(np.float32) * np.float32(side - 1) / np.float32(max(size - 1, 1))
+    floor = np.floor(src)
+    taps = floor.astype(np.int64)[:, None] + np.arange(2)
+    dist = np.abs(src[:, None] - floor[:, None] - np.arange(2, dtype=np.float32))
+    weights = np.maximum(np.float32(1) - dist, np.float32(0)).astype(np.float32)
+    return np.clip(taps, 0, side - 1), weights
+
+
+def position_embedding(table: np.ndarray, side: int, grid_h: int, grid_w: int, merge: int) -> np.ndarray:
+    """The side×side table resampled to the grid, patches in block order: [h·w, n_embd]."""
+    row, col = block_order_coords(grid_h, grid_w, merge)
+    h_taps, h_w = _axis_taps(row, grid_h, side)
+    w_taps, w_w = _axis_taps(col, grid_w, side)
+    out = np.zeros((row.size, table.shape[1]), np.float32)
+    for a in range(2):
+        for b in range(2):
+            out += table[h_taps[:, a] * side + w_taps[:, b]] * (h_w[:, a] * w_w[:, b])[:, None]
+    return out
+
+
+def rotary_cos_sin(grid_h: int, grid_w: int, merge: int, head_dim: int, theta: float):
+    """2-D axial rotary for the patches (block order): cos, sin of shape [h·w, head_dim];
+    frequencies 0..d/4 turn with the row, d/4..d/2 with the column, repeated for the
+    rotate-half pairing."""
+    quarter = head_dim // 2
+    inv_freq = (1.0 / (np.float32(theta) ** (np.arange(0, quarter, 2, dtype=np.float32) / np.float32(quarter))))
+    inv_freq = inv_freq.astype(np.float32)
+    row, col = block_order_coords(grid_h, grid_w, merge)
+    angles = np.concatenate([row[:, None].astype(np.float32) * inv_freq,
+                             col[:, None].astype(np.float32) * inv_freq], axis=1)
+    angles = np.concatenate([angles, angles], axis=1)
+    return np.cos(angles), np.sin(angles)
+
+
+def apply_rotary(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+    """x: [heads, n, d] → x·cos + rotate_half(x)·sin."""
+    half = x.shape[-1] // 2
+    rotated = np.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+    return x * cos + rotated * sin
+
+
+# ---------------------------------------------------------------------------------------
+# The tower
+# ---------------------------------------------------------------------------------------
+def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Full (bidirectional) attention, q, k, v: [heads, n, d] → [n, heads·d], in row blocks."""
+    heads, n, d = q.shape
+    scale = np.float32(d ** -0.5)
+    k_t = np.ascontiguousarray(k.transpose(0, 2, 1))
+    out = np.empty((n, heads, d), np.float32)
+    rows = max(1, min(n, ATTENTION_BYTES // (4 * heads * n)))
+    for start in range(0, n, rows):
+        stop = min(n, start + rows)
+        scores = np.matmul(q[:, start:stop] * scale, k_t)              # [heads, rows, n]
+        softmax_rows_(scores)
+        out[start:stop] = np.matmul(scores, v).transpose(1, 0, 2)
+    return out.reshape(n, heads * d)
+
+
+class VisionTower:
+    """keep_float32: hold float32 copies of F16/BF16/quantized matrices once used (BLAS
+    straight away instead of dequantizing tiles on every product); None decides from the
+    memory that is free (the copies may take at most a quarter of it)."""
+
+    def __init__(self, weights: VisionWeights, keep_float32: bool | None = None):
+        self.weights = weights
+        self.config: VisionConfig = weights.config
+        w = weights
+        # an image meets both temporal slices of the patch kernel with the same pixels
+        self.patch_w_image = np.ascontiguousarray((w.patch_w[0] + w.patch_w[1]).T)
+        self.patch_w_pair = [np.ascontiguousarray(m.T) for m in w.patch_w]
+        matrices = [m for b in w.blocks for m in (b.attn_qkv, b.attn_out, b.ffn_up, b.ffn_down)]
+        matrices += [w.mm0, w.mm2]
+        converted = [m for m in matrices if m.ggml_type != GGMLQuantizationType.F32]
+        if keep_float32 is None:
+            need = sum(4 * m.n_out * m.n_in for m in converted)
+            keep_float32 = need <= available_memory() // 4
+        self.keep_float32 = keep_float32
+        self._float32: dict[str, np.ndarray] = {}
+
+    def linear(self, m: Matrix, x: np.ndarray) -> np.ndarray:
+        """x @ Wᵀ for W stored as `m` (float32 BLAS on the kept copy when there is one)."""
+        if not self.keep_float32 or m.ggml_type == GGMLQuantizationType.F32:
+            return m(x)
+        w = self._float32.get(m.name)
+        if w is None:
+            w = self._float32[m.name] = kernels.dequantize(m.raw, m.ggml_type, m.n_in)
+        return np.ascontiguousarray(x, dtype=np.float32) @ w.T
+
+    def patches(self, frames: np.ndarray) -> np.ndarray:
+        """frames: float32 [t, 3, H, W] → [t, n, 3·P·P] in block order."""
+        c = self.config
+        P, M = c.patch_size, c.merge_size
+        t, ch, H, W = frames.shape
+        x = frames.reshape(t, ch, H // P // M, M, P, W // P // M, M, P)
+        x = x.transpose(0, 2, 5, 3, 6, 1, 4, 7)
+        return np.ascontiguousarray(x).reshape(t, (H // P) * (W // P), ch * P * P)
+
+    def embed_patches(self, frames: np.ndarray) -> np.ndarray:
+        """One frame (an image) or a temporal pair → patch embeddings [n, n_embd]."""
+        p = self.patches(frames)
+        if p.shape[0] == 1:
+            x = p[0] @ self.patch_w_image
+        else:
+            x = p[0] @ self.patch_w_pair[0]
+            x += p[1] @ self.patch_w_pair[1]
+        x += self.weights.patch_b
+        return x
+
+    def block(self, b, x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+        c = self.config
+        n = x.shape[0]
+        h = layer_norm(x, b.ln1_w, b.ln1_b, c.eps)
+        qkv = self.linear(b.attn_qkv, h)
+        qkv += b.attn_qkv_b
+        qkv = qkv.reshape(n, 3, c.n_head, c.head_dim).transpose(1, 2, 0, 3)   # [3, heads, n, hd]
+        q = apply_rotary(qkv[0], cos, sin)
+        k = apply_rotary(qkv[1], cos, sin)
+        o = self.linear(b.attn_out, attention(q, k, np.ascontiguousarray(qkv[2])))
+        o += b.attn_out_b
+        x = x + o
+        h = layer_norm(x, b.ln2_w, b.ln2_b, c.eps)
+        h = bias_gelu_tanh_(self.linear(b.ffn_up, h), b.ffn_up_b)
+        h = self.linear(b.ffn_down, h)
+        h += b.ffn_down_b
+        return x + h
+
+    def merge(self, x: np.ndarray) -> np.ndarray:
+        """[n, n_embd] → [n / merge², projection_dim]."""
+        w, c = self.weights, self.config
+        h = layer_norm(x, w.post_ln_w, w.post_ln_b, c.eps).reshape(-1, c.n_embd * c.merge_size ** 2)
+        h = bias_gelu_erf_(self.linear(w.mm0, h), w.mm0_b)
+        out = self.linear(w.mm2, h)
+        out += w.mm2_b
+        return out
+
+    def encode_frames(self, frames: np.ndarray, grid_h: int, grid_w: int) -> np.ndarray:
+        """Run one image ([1, 3, H, W]) or one temporal pair ([2, 3, H, W]) through the tower."""
+        c = self.config
+        x = self.embed_patches(frames)
+        x += position_embedding(self.weights.position, c.n_pos_side, grid_h, grid_w, c.merge_size)
+        cos, sin = rotary_cos_sin(grid_h, grid_w, c.merge_size, c.head_dim, c.rope_theta)
+        for b in self.weights.blocks:
+            x = self.block(b, x, cos, sin)
+        return self.merge(x)
+
+    def encode(self, visual) -> np.ndarray:
+        """A `media.VisualInput` → its embeddings [n_tokens, projection_dim]."""
+        c = self.config
+        gt, gh, gw = visual.grid_thw
+        with blas_threads(nb.get_num_threads()):
+            if visual.kind == "image":
+                return self.encode_frames(visual.normalised(), gh, gw)
+            tp = c.temporal_patch_size
+            return np.concatenate([self.encode_frames(visual.normalised(t * tp, (t + 1) * tp), gh, gw)
+                                   for t in range(gt)])
+
+
+def available_memory() -> int:
+    try:
+        import psutil
+        return int(psutil.virtual_memory().available)
+    except Exception:       # no psutil on this system: keep nothing extra
+        return 0
+
+
+# ---------------------------------------------------------------------------------------
+# BLAS threads follow --threads (NumPy's bundled OpenBLAS; other BLAS builds are left alone)
+# ---------------------------------------------------------------------------------------
+def _openblas():
+    import numpy
+    libs = glob.glob(os.path.join(os.path.dirname(numpy.__file__), os.pardir, "numpy.libs", "*openblas*"))
+    for path in libs:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix in ("scipy_openblas", "openblas"):
+            for suffix in ("64_", "_64_", ""):
+                get = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
+                set_ = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
+                if get is not None and set_ is not None:
+                    return get, set_
+    return None
+
+
+_BLAS = _openblas()
+
+
+@contextmanager
+def blas_threads(n: int):
+    if _BLAS is None:
+        yield
+        return
+    get, set_ = _BLAS
+    before = get()
+    set_(int(n))
+    try:
+        yield
+    finally:
+        set_(before)
