@@ -4,8 +4,9 @@ Two sources:
 - a Hugging Face checkpoint folder → the text GGUF (`qwen35`) and, when asked, the mmproj
   (`clip` / `qwen3vl_merger`). f32 / f16 / bf16 / q8_0 follow convert_hf_to_gguf.py
   --outtype; q4_0 / q4_k_m are what llama-quantize makes of the converter's f32 file (the
-  same tensors, then its type mix and reference quantizers). The mmproj of a q4_0 / q4_k_m
-  conversion is written in F16, the type llama.cpp's converter and published Qwen3.5 GGUFs use;
+  same tensors, then its type mix and reference quantizers). With q4_0 / q4_k_m the mmproj
+  is written in F16, as the mmproj files published beside 4-bit Qwen3.5 GGUFs usually are
+  (the vision tower is small and its errors reach every image token);
 - a GGUF file → the same file requantized as llama-quantize would (tensors already in their
   target type are copied byte for byte, the rest dequantized to float32 and quantized again).
 
@@ -22,11 +23,11 @@ from typing import Callable
 import numpy as np
 from gguf import GGMLQuantizationType
 
-from .kernels import dequantize
 from .errors import ConversionError
 from .gguf_in import GGUFSource
 from .gguf_out import Metadata, OutputTensor, write_gguf
 from .hf_tokenizer import add_tokenizer
+from .kernels import dequantize
 from .model_card import add_model_card
 from .qwen35_text import ARCH, SourceTensor, add_hparams, n_mtp_layers, text_hparams, text_tensors
 from .qwen35_vision import add_vision_hparams, vision_hparams, vision_tensors
@@ -153,16 +154,24 @@ def plan(src: Path, out: Path, type_name: str, mmproj: Path | None = None) -> tu
     if src.is_dir():
         config = read_config(src)
         checkpoint = SafetensorsCheckpoint(src)
-        plans = [plan_text(checkpoint, config, ftype, Path(out))]
-        if mmproj is not None:
-            plans.append(plan_mmproj(checkpoint, config, ftype, Path(mmproj)))
+        try:
+            plans = [plan_text(checkpoint, config, ftype, Path(out))]
+            if mmproj is not None:
+                plans.append(plan_mmproj(checkpoint, config, ftype, Path(mmproj)))
+        except BaseException:
+            checkpoint.close()
+            raise
         return plans, checkpoint.close
     if not src.is_file():
         raise ConversionError(f"{src}: no such file or folder")
     if mmproj is not None:
         raise ConversionError(f"{src}: --mmproj needs a checkpoint folder (a text GGUF holds no vision tower)")
     source = GGUFSource(src)
-    return [plan_requantize(source, ftype, Path(out))], source.close
+    try:
+        return [plan_requantize(source, ftype, Path(out))], source.close
+    except BaseException:
+        source.close()
+        raise
 
 
 def run(plans: list[Plan], progress: Progress = lambda n: None) -> None:

@@ -1,4 +1,10 @@
-"""`rax bench`: prefill and decode speed, load time and peak memory on random token ids."""
+"""`rax bench`: prefill and decode speed, load time and peak memory on random token ids.
+
+Decoding is measured plainly, one token per step, as llama-bench measures it: speculative
+decoding with the file's MTP block (what `rax run` and `rax chat` use) pays only as far as
+a real model accepts its drafts, and random weights accept none (benchmarks/bench_speculative.py
+measures what it costs and what it pays).
+"""
 from __future__ import annotations
 
 import resource
@@ -17,14 +23,16 @@ def run_bench(model: str | None, threads: int | None, prompt_tokens: int, gen_to
               warmup: bool = True, seed: int = 0) -> dict:
     threads = set_threads(threads)
     loaded = load_model(find_model(model))
-    m = loaded.model
+    m = loaded.model.plain()
     rng = np.random.default_rng(seed)
     vocab = min(m.config.n_vocab, loaded.tokenizer.vocab_size)
     prompt = rng.integers(0, vocab, prompt_tokens).tolist()
 
-    if warmup:   # compile and touch the kernels once, off the clock
+    if warmup:   # compile (or load from the cache) and touch every kernel once, off the clock
+        from .engine.deltanet import RECURRENT_TOKENS
         state = m.new_state()
-        m.prefill(prompt[:8], state)
+        m.prefill(prompt[:RECURRENT_TOKENS + 1], state)      # the long-prompt path
+        m.prefill(prompt[:2], state)                         # the short-batch path
         m.decode(prompt[0], state)
 
     state = m.new_state()

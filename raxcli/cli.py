@@ -95,6 +95,10 @@ def chat(
     threads: Optional[int] = typer.Option(None, min=1),
     ram_gb: Optional[float] = typer.Option(None, "--ram-gb", min=0.1, help="Fit the limits to this much RAM."),
     chat_dir: Optional[str] = typer.Option(None, help="Where chats are kept (default: ~/.local/share/rax/chats)."),
+    server: Optional[str] = typer.Option(None, "--server", metavar="URL",
+                                         help="Chat through an OpenAI-compatible server (rax serve, vLLM, "
+                                              "llama-server); --model then names the server's model."),
+    api_key: Optional[str] = typer.Option(None, envvar="RAX_API_KEY", help="API key for --server."),
 ) -> None:
     """Talk with a model in the terminal: streamed answers, thinking apart, pictures, /commands."""
     from .repl import ChatArgs, start
@@ -104,7 +108,7 @@ def chat(
         code = start(ChatArgs(model=model, mmproj=mmproj, system=system, thinking=not no_think,
                               think_budget=think_budget, show_think=show_think, max_tokens=max_tokens,
                               max_context=max_context, threads=threads, ram_gb=ram_gb, greedy=greedy,
-                              sampling=sampling, chat_dir=chat_dir))
+                              sampling=sampling, chat_dir=chat_dir, server=server, api_key=api_key))
     except UserError as exc:
         fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:

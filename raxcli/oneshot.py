@@ -241,7 +241,11 @@ def fitted_limits(req: Request, model_context: int, stderr: TextIO) -> dict:
     for value in fitted.values():
         if value.warning:
             stderr.write(f"rax: warning: {value.warning}\n")
-    return {name: value.value for name, value in fitted.items()}
+    limits = {name: value.value for name, value in fitted.items()}
+    if req.raw and req.think_budget is None:
+        # --raw hands the model exactly the given tokens: no thinking cut it did not ask for
+        limits["think_budget"] = None
+    return limits
 
 
 def interactive(stdout: TextIO, stderr: TextIO) -> bool:

@@ -180,6 +180,15 @@ class ThinkSplitter:
         return [(held, self.mode == "thinking")] if held else []
 
 
+def _transport_errors() -> tuple:
+    """The HTTP library's own errors, for openai clients built on httpx (none otherwise)."""
+    try:
+        import httpx
+    except ImportError:
+        return ()
+    return (httpx.HTTPError,)
+
+
 class RemoteBackend:
     def __init__(self, url: str, api_key: str | None = None, model: str | None = None,
                  timeout: float = 600.0, max_retries: int = 2):
@@ -192,17 +201,28 @@ class RemoteBackend:
         key = api_key or os.environ.get("RAX_API_KEY") or os.environ.get("OPENAI_API_KEY") or "none"
         self.client = openai.OpenAI(base_url=self.url, api_key=key, timeout=timeout, max_retries=max_retries)
         self._model = model
+        self.listed: list[str] = []       # the model ids the server listed, once asked
         self.prompt_token_ids: list[int] | None = None     # from the last reply, when the server told
 
     @property
     def model(self) -> str:
         if self._model is None:
-            models = self._call(lambda: self.client.models.list())
-            ids = [m.id for m in models.data]
-            if not ids:
-                raise UserError(f"{self.url}: the server lists no models; name one with --model")
-            self._model = ids[0]
+            self.model_card()
         return self._model
+
+    def model_card(self) -> dict:
+        """The server's /v1/models entry for the model (its first one unless --model named
+        another): the id, and whatever else the server tells — `context_length` (rax serve),
+        `max_model_len` (vLLM, SGLang), `vision`. {"id": name} when the server does not list
+        the named model (llama-server answers to any name)."""
+        models = self._call(lambda: self.client.models.list())
+        cards = [m.model_dump() if hasattr(m, "model_dump") else dict(m) for m in models.data]
+        if self._model is None:
+            if not cards:
+                raise UserError(f"{self.url}: the server lists no models; name one with --model")
+            self._model = cards[0]["id"]
+        self.listed = [c.get("id") for c in cards]
+        return next((c for c in cards if c.get("id") == self._model), {"id": self._model})
 
     def generate(self, messages: list[dict], settings: RemoteSettings,
                  should_stop: Callable[[], bool] = lambda: False, prepared: bool = False) -> Iterator[Step]:
@@ -276,7 +296,10 @@ class RemoteBackend:
         for text, thinking in tail[:-1]:
             yield Step(None, text, thinking)
         text, thinking = tail[-1] if tail else ("", thinking)
-        yield Step(None, text, thinking, None, finish, self._stats(usage, n_tokens, t_start, t_first, t_last))
+        # a stream stopped early has no usage; the prompt ids the server sent first still count it
+        known_prompt = len(self.prompt_token_ids or [])
+        yield Step(None, text, thinking, None, finish,
+                   self._stats(usage, n_tokens, t_start, t_first, t_last, known_prompt))
 
     def _pieces(self, delta, splitter: ThinkSplitter) -> list[tuple[str, bool]]:
         reasoning = _field(delta, "reasoning_content") or _field(delta, "reasoning")
@@ -305,8 +328,8 @@ class RemoteBackend:
         return records
 
     @staticmethod
-    def _stats(usage, n_tokens: int, t_start: float, t_first, t_last) -> dict:
-        prompt_tokens = usage.prompt_tokens if usage else 0
+    def _stats(usage, n_tokens: int, t_start: float, t_first, t_last, known_prompt: int = 0) -> dict:
+        prompt_tokens = usage.prompt_tokens if usage else known_prompt
         generated = usage.completion_tokens if usage else n_tokens
         wait = (t_first - t_start) if t_first else 0.0
         decode = (t_last - t_first) if t_first and t_last else 0.0
@@ -317,8 +340,15 @@ class RemoteBackend:
     def _iterate(self, stream):
         try:
             yield from stream
+        except self.openai.APIConnectionError as exc:
+            raise UserError(self._broken(exc.__cause__ or exc)) from None
         except self.openai.APIError as exc:
             raise UserError(self._describe(exc)) from None
+        except _transport_errors() as exc:   # client versions that do not wrap errors met mid-stream
+            raise UserError(self._broken(exc)) from None
+
+    def _broken(self, cause) -> str:
+        return f"{self.url}: the connection broke during the answer ({cause or type(cause).__name__})"
 
     def _call(self, make):
         try:

@@ -16,15 +16,28 @@ from .remote import RemoteBackend, RemoteSettings, openai_messages
 from .session import ChatOptions
 
 
+def server_context(card: dict) -> int | None:
+    """The context window a server reports for its model, when it reports one."""
+    for key in ("context_length", "max_model_len"):
+        value = card.get(key)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
 class RemoteChatSession:
     remote = True
 
-    def __init__(self, backend: RemoteBackend, options: ChatOptions):
+    def __init__(self, backend: RemoteBackend, options: ChatOptions, card: dict | None = None):
         self.backend = backend
         self.options = options
+        self.card = card or {"id": backend.model}
         self.conversation = Conversation(model=f"{backend.model} at {backend.url}")
-        self.vision = backend.url           # pictures go to the server; it says if it cannot see
-        self.mmproj = f"sent to {backend.url} as data URLs"
+        if self.card.get("vision") is False:     # rax serve says so; most servers do not tell
+            self.vision, self.mmproj = None, None
+        else:                                    # pictures go to the server; it says if it cannot see
+            self.vision = backend.url
+            self.mmproj = f"sent to {backend.url} as data URLs"
         self.last_stats: dict = {}
         self._context_used = 0
 
@@ -61,8 +74,9 @@ class RemoteChatSession:
         sampling = {k: o.sampling.get(k) for k in ("temperature", "top_p", "top_k", "min_p", "presence_penalty", "seed")}
         if o.greedy:
             sampling["temperature"] = 0.0
+        # token ids make the thinking count exact where the server sends them (rax serve, vLLM)
         return RemoteSettings(**sampling, max_tokens=o.max_tokens, thinking=None if o.thinking else False,
-                              think_budget=o.think_budget if o.thinking else None)
+                              think_budget=o.think_budget if o.thinking else None, token_ids=True)
 
     def ask(self, user: Message, should_stop: Callable[[], bool] = lambda: False,
             on_prefill=None, prompt: list[dict] | None = None) -> Iterator[Step]:

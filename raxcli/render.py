@@ -66,6 +66,7 @@ class TurnView:
         self.live: Live | None = None
         self.plain = plain(console)
         self._plain_started = False
+        self._ids_seen = False
 
     # -- lifetime -----------------------------------------------------------------
     def __enter__(self) -> "TurnView":
@@ -101,7 +102,10 @@ class TurnView:
             self.progress = None
 
     def step(self, step) -> None:
-        if step.token_id is not None:
+        # a server that sends no token ids streams about one token per piece: count pieces
+        counted = step.token_id is not None or (not self._ids_seen and bool(step.text) and step.finish_reason is None)
+        self._ids_seen = self._ids_seen or step.token_id is not None
+        if counted:
             if step.thinking:
                 self.thinking_tokens += 1
             else:

@@ -16,8 +16,7 @@ from .attachments import find_media
 from .conversation import Message
 from .errors import UserError
 from .line_input import LineInput
-from .loader import find_model, load_model, set_threads
-from .session import ChatOptions, ChatSession, PromptInterrupted
+from .session import ChatOptions, PromptInterrupted
 from .slash import SlashCommands, first_frame
 
 
@@ -36,6 +35,8 @@ class ChatArgs:
     greedy: bool = False
     sampling: dict = field(default_factory=dict)
     chat_dir: str | None = None
+    server: str | None = None       # answers come from this OpenAI-compatible server
+    api_key: str | None = None
 
 
 def data_dir() -> Path:
@@ -90,6 +91,10 @@ class StopFlag:
 # -- start-up -------------------------------------------------------------------------
 def start(args: ChatArgs) -> int:
     console = render.make_console()
+    if args.server:
+        return start_remote(console, args)
+    from .loader import find_model, load_model, set_threads   # Numba and the engine: local chats only
+    from .session import ChatSession
     machine = system.detect(args.ram_gb)
     limits = system.limits_for(machine)
     path = find_model(args.model)
@@ -120,6 +125,36 @@ def start(args: ChatArgs) -> int:
     return repl.loop()
 
 
+def start_remote(console, args: ChatArgs) -> int:
+    """The chat against a server: nothing is loaded here; the server's model answers and its
+    memory sets the limits, so this machine's limits table does not apply."""
+    from .remote import RemoteBackend
+    from .remote_session import RemoteChatSession, server_context
+    if args.mmproj:
+        raise UserError("--mmproj is for the local engine: with --server, pictures go to the server's model")
+    warnings = [f"{flag} is for the local engine; ignored with --server"
+                for flag, value in (("--threads", args.threads), ("--ram-gb", args.ram_gb)) if value is not None]
+    backend = RemoteBackend(args.server, api_key=args.api_key, model=args.model)
+    with render.busy(console, f"asking {backend.url} for its model"):
+        card = backend.model_card()     # an unreachable server or a refused key stops here, exit 2
+    if args.model and backend.listed and args.model not in backend.listed:
+        warnings.append(f"the server lists no model {args.model!r} (it has {', '.join(map(str, backend.listed))}); "
+                        "asking for it anyway")
+    context = server_context(card)
+    if args.max_context and context and args.max_context > context:
+        warnings.append(f"--max-context {args.max_context} is more than the server's {context}; using {context}")
+    options = ChatOptions(thinking=args.thinking, think_budget=args.think_budget, max_tokens=args.max_tokens,
+                          max_context=min(filter(None, (args.max_context, context)), default=None),
+                          sampling=dict(args.sampling), greedy=args.greedy)
+    session = RemoteChatSession(backend, options, card)
+    session.set_system(args.system)
+    note = None if session.vision else f"pictures are off: {backend.url} says {backend.model} cannot see them"
+    repl = Repl(console, session, machine=None, limits=None, threads=None, show_thinking=args.show_think,
+                chat_dir=Path(args.chat_dir) if args.chat_dir else data_dir() / "chats", vision_note=note)
+    repl.banner(warnings)
+    return repl.loop()
+
+
 def open_vision(console, model_path: Path, explicit: str | None, loaded):
     """(vision tower or None, mmproj path or None, a line saying why pictures are off)."""
     try:
@@ -138,10 +173,14 @@ def open_vision(console, model_path: Path, explicit: str | None, loaded):
 
 # -- the loop -------------------------------------------------------------------------
 class Repl(SlashCommands):
-    def __init__(self, console, session: ChatSession, machine, limits, threads: int, show_thinking: bool,
+    """The loop around a session: a local `ChatSession`, or a `RemoteChatSession` (then
+    `remote` is true and machine, limits and threads are None: the server's are unknown)."""
+
+    def __init__(self, console, session, machine, limits, threads: int | None, show_thinking: bool,
                  chat_dir: Path, vision_note: str | None = None):
         self.console = console
         self.session = session
+        self.remote = getattr(session, "remote", False)
         self.machine, self.limits, self.threads = machine, limits, threads
         self.show_thinking = show_thinking
         self.chat_dir = chat_dir
@@ -159,6 +198,8 @@ class Repl(SlashCommands):
         self.say(text, "yellow")
 
     def banner(self, warnings: list[str]) -> None:
+        if self.remote:
+            return self.remote_banner(warnings)
         s = self.session
         c = s.model.config
         o = s.options
@@ -174,6 +215,28 @@ class Repl(SlashCommands):
         elif self.vision_note:
             self.say(self.vision_note)
         self.say("type a message · /help for commands · Ctrl-C stops an answer · Ctrl-D leaves")
+
+    def remote_banner(self, warnings: list[str]) -> None:
+        s = self.session
+        context = s.options.max_context
+        self.console.print(Text.assemble(("rax", "bold"), f" · {s.backend.model} at {s.backend.url}"
+                                         + (f" (context {context} tokens)" if context else "")))
+        self.say(f"limits  {self.describe_options()}")
+        for w in warnings:
+            self.warn(f"warning: {w}")
+        if s.vision:
+            self.say("pictures sent to the server as data URLs: type or drop an image path into a message, "
+                     "or /image PATH")
+        else:
+            self.say(self.vision_note)
+        self.say("type a message · /help for commands · Ctrl-C stops an answer · Ctrl-D leaves")
+
+    def describe_options(self) -> str:
+        """The answer and thinking limits; with a server, unset ones are the server's defaults."""
+        o = self.session.options
+        answer = o.max_tokens if o.max_tokens is not None else "the server's default"
+        think = o.think_budget if o.think_budget is not None else "the server's default"
+        return f"answer {answer} · think {think}" + (f" · context {o.max_context} tokens" if o.max_context else "")
 
     # -- input ------------------------------------------------------------------------
     def read(self) -> str | None:
@@ -215,6 +278,9 @@ class Repl(SlashCommands):
             self.warn(f"{found[0][1].name} is a picture, but {self.vision_note or 'pictures are off'}; "
                       "the path is sent as text")
             text, found = line, []
+        if self.remote and any(kind == "video" for kind, _ in found):
+            raise UserError("videos cannot be sent to a server (OpenAI's chat API has no video part); "
+                            "the message was not sent")
         for kind, path in found:
             self.preview(kind, path)
         media = self.pending + found

@@ -76,6 +76,8 @@ class SlashCommands:
     def cmd_video(self, rest: str) -> None:
         if not rest:
             raise UserError("/video PATH names a video file or a folder of frames")
+        if self.remote:
+            raise UserError("videos cannot be sent to a server (OpenAI's chat API has no video part)")
         if not self._need_vision():
             return
         path = resolve(rest) or (Path(rest).expanduser().resolve() if Path(rest).expanduser().is_dir() else None)
@@ -94,10 +96,17 @@ class SlashCommands:
             self.show_thinking = word == "show"
         elif word:
             raise UserError("/think on|off|show|hide")
+        budget = "the server's default" if o.think_budget is None else f"{o.think_budget} tokens"
         self.say(f"thinking {'on' if o.thinking else 'off'}, {'shown' if self.show_thinking else 'folded'}"
-                 f", budget {o.think_budget} tokens")
+                 f", budget {budget}")
 
     def cmd_budget(self, rest: str) -> None:
+        if self.limits is None:       # a server: its memory, not this machine's, sets the cap
+            if not rest.isdigit() or int(rest) < 1:
+                raise UserError("/budget N with N a whole number of tokens")
+            self.session.options.think_budget = int(rest)
+            self.say(f"thinking budget {int(rest)} tokens")
+            return
         if not rest.isdigit() or int(rest) < 1:
             raise UserError(f"/budget N with N a whole number of tokens, 1 to {self.limits.think_cap}")
         fitted = system.fit(int(rest), self.limits.think_budget, self.limits.think_cap, "thinking", "/budget")
@@ -134,7 +143,9 @@ class SlashCommands:
             for attr in ("images", "videos"):
                 kept = []
                 for p in getattr(message, attr):
-                    if self.session.vision is None:
+                    if attr == "videos" and self.remote:
+                        self.warn(f"{p}: videos cannot be sent to a server, left out")
+                    elif self.session.vision is None:
                         self.warn(f"{p}: pictures are off, left out")
                     elif not Path(p).exists():
                         self.warn(f"{p}: no longer there, left out")
@@ -166,12 +177,19 @@ class SlashCommands:
         st = s.last_stats
         if st:
             self.console.print(render.footer(st))
+        if self.remote:
+            context = f" of {s.options.max_context}" if s.options.max_context else ""
+            self.say(f"conversation: {s.conversation.turns} turns, {s.context_used}{context} tokens of context "
+                     f"(as {s.backend.url} counted the last turn); each turn sends the whole conversation")
+            return
         from .bench import peak_rss_mb
         self.say(f"conversation: {s.conversation.turns} turns, {s.context_used} of {s.options.max_context} "
                  f"tokens of context; model state {s.state.nbytes() / 2**20:.1f} MB; "
                  f"peak memory {peak_rss_mb():.0f} MB; model loaded in {s.loaded.load_s:.2f} s")
 
     def cmd_info(self, rest: str) -> None:
+        if self.remote:
+            return self.remote_info()
         from .info import describe
         info = describe(self.session.loaded.path)
         types = ", ".join(f"{k} {v:.0%}" for k, v in info["tensor_types"].items())
@@ -185,6 +203,18 @@ class SlashCommands:
         o = self.session.options
         self.say(f"now: answer {o.max_tokens}, think {'on' if o.thinking else 'off'} (budget {o.think_budget}), "
                  f"context {o.max_context} tokens; chat kept in {self.chat_file}")
+
+    def remote_info(self) -> None:
+        """What the server says of its model now (asked again: this also shows it still answers)."""
+        s = self.session
+        card = s.backend.model_card()
+        told = ", ".join(f"{k} {v}" for k, v in card.items()
+                         if k not in ("id", "object", "created") and v is not None and not isinstance(v, (dict, list)))
+        self.say(f"server: {s.backend.url}")
+        self.say(f"model: {card.get('id', s.backend.model)}" + (f" ({told})" if told else ""))
+        self.say(f"pictures: {s.mmproj or self.vision_note}")
+        self.say(f"now: thinking {'on' if s.options.thinking else 'off'}; {self.describe_options()}; "
+                 f"chat kept in {self.chat_file}")
 
     def cmd_help(self, rest: str) -> None:
         self.console.print(Text(HELP))

@@ -99,6 +99,13 @@ def test_attention_in_row_blocks_equals_one_block(monkeypatch, n, budget_rows):
     assert np.abs(vision.attention(q, k, v) - want).max() < 1e-5
 
 
+def test_mlp_in_row_chunks_equals_one_pass(monkeypatch, vis):
+    image = mm.load_image(MEDIA / "odd.jpg", vis)
+    whole = vis.encode(image)
+    monkeypatch.setattr(vision, "MLP_ROWS", 7)            # 640 patches: 92 chunks, the last short
+    assert np.abs(vis.encode(image) - whole).max() < 1e-5       # BLAS sums in another order
+
+
 def test_block_order_is_the_processors_patch_order():
     rows, cols = vision.block_order_coords(4, 6, 2)
     # first 2x2 block, then the block to its right

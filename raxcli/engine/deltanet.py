@@ -56,47 +56,53 @@ def chunked_delta_rule(q, k, v, g, beta, state, chunk: int = CHUNK):
     """Same contract as `recurrent_delta_rule`, computed chunk-wise with matrix products.
 
     Inside a chunk the T sequential updates collapse to a unit lower-triangular system
-    (the UT transform); across chunks a short loop carries the state."""
+    (the UT transform); across chunks a short loop carries the state. Arrays are laid out
+    [chunk index, head, position in chunk, ...] and kept contiguous: NumPy hands contiguous
+    stacks of matrices to BLAS, strided ones to a slow loop (measured 250x slower here)."""
     T, H, dk = q.shape
     dv = v.shape[-1]
     pad = (-T) % chunk
     n_chunks = (T + pad) // chunk
 
-    def heads_first(x):  # [T, H, ...] -> [H, n_chunks, chunk, ...], zero-padded
-        x = np.moveaxis(x, 1, 0)
+    def chunks_first(x):  # [T, H, ...] -> [n_chunks, H, chunk, ...], zero-padded, contiguous
         if pad:
-            x = np.concatenate([x, np.zeros((H, pad) + x.shape[2:], x.dtype)], axis=1)
-        return x.reshape((H, n_chunks, chunk) + x.shape[2:])
+            x = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)])
+        x = x.reshape((n_chunks, chunk) + x.shape[1:])
+        return np.ascontiguousarray(np.swapaxes(x, 1, 2))
 
-    q, k, v, g, beta = (heads_first(a) for a in (q, k, v, g, beta))
+    def transposed(x):
+        return np.ascontiguousarray(np.swapaxes(x, -1, -2))
+
+    q, k, v, g, beta = (chunks_first(a) for a in (q, k, v, g, beta))
     k_beta = k * beta[..., None]
     v_beta = v * beta[..., None]
 
-    cum_g = np.cumsum(g, axis=-1)                                   # [H, C, L]
+    cum_g = np.cumsum(g, axis=-1)                                   # [C, H, L]
     causal = np.tril(np.ones((chunk, chunk), dtype=bool))
     # decay[i, j] = exp(cum_g_i - cum_g_j) for j <= i, zero above the diagonal
     decay = np.exp(np.where(causal, cum_g[..., :, None] - cum_g[..., None, :], -np.inf))
 
     strictly_lower = np.tril(np.ones((chunk, chunk), dtype=bool), -1)
-    a = np.where(strictly_lower, (k_beta @ np.swapaxes(k, -1, -2)) * decay, 0.0).astype(np.float32)
+    k_t = transposed(k)                                             # [C, H, d_k, L]
+    a = np.where(strictly_lower, (k_beta @ k_t) * decay, 0.0).astype(np.float32)
     # (I + A)^-1 by forward substitution, all heads and chunks at once
     inv = ops.unit_lower_inverse(np.ascontiguousarray(a))
     u = inv @ v_beta                                                # new values
     w = inv @ (k_beta * np.exp(cum_g)[..., None])                   # decayed keys reading the old state
 
-    attn = np.where(causal, (q @ np.swapaxes(k, -1, -2)) * decay, 0.0).astype(np.float32)
+    attn = np.where(causal, (q @ k_t) * decay, 0.0).astype(np.float32)
     q_decayed = q * np.exp(cum_g)[..., None]
-    k_to_end = k * np.exp(cum_g[..., -1:] - cum_g)[..., None]
-    chunk_decay = np.exp(cum_g[..., -1])                            # [H, C]
+    k_to_end_t = transposed(k * np.exp(cum_g[..., -1:] - cum_g)[..., None])     # [C, H, d_k, L]
+    chunk_decay = np.exp(cum_g[..., -1])                            # [C, H]
 
-    out = np.empty((H, n_chunks, chunk, dv), dtype=np.float32)
+    out = np.empty((n_chunks, H, chunk, dv), dtype=np.float32)
     for c in range(n_chunks):
-        v_new = u[:, c] - w[:, c] @ state
-        out[:, c] = q_decayed[:, c] @ state + attn[:, c] @ v_new
-        state *= chunk_decay[:, c, None, None]
-        state += np.swapaxes(k_to_end[:, c], -1, -2) @ v_new
-    out = out.reshape(H, n_chunks * chunk, dv)[:, :T]
-    return np.ascontiguousarray(np.moveaxis(out, 0, 1))
+        v_new = u[c] - w[c] @ state
+        out[c] = q_decayed[c] @ state + attn[c] @ v_new
+        state *= chunk_decay[c, :, None, None]
+        state += k_to_end_t[c] @ v_new
+    out = np.swapaxes(out, 1, 2).reshape(n_chunks * chunk, H, dv)[:T]
+    return np.ascontiguousarray(out)
 
 
 class GatedDeltaNet:

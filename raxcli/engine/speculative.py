@@ -59,6 +59,9 @@ class SpeculativeModel:
         self.config, self.weights = model.config, model.weights
 
     # -- the TextModel interface ----------------------------------------------------------------
+    def plain(self):
+        return self.model
+
     def new_state(self) -> TextState:
         return self.model.new_state()
 

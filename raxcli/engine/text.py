@@ -40,6 +40,10 @@ class TextModel:
         self.config = c = weights.config
         self.blocks = [DecoderBlock(weights.layers[i], c, c.is_recurrent[i]) for i in range(c.n_layer)]
 
+    def plain(self) -> "TextModel":
+        """The model without speculative decoding (this one; SpeculativeModel answers its trunk)."""
+        return self
+
     def new_state(self) -> TextState:
         return TextState.empty(self.config)
 
