@@ -203,6 +203,7 @@ class RemoteBackend:
         self._model = model
         self.listed: list[str] = []       # the model ids the server listed, once asked
         self.prompt_token_ids: list[int] | None = None     # from the last reply, when the server told
+        self.ended_early = False    # the last stream closed with no finish reason (a server shutting down)
 
     @property
     def model(self) -> str:
@@ -258,12 +259,16 @@ class RemoteBackend:
 
     def _steps(self, stream, settings: RemoteSettings, should_stop) -> Iterator[Step]:
         splitter = ThinkSplitter(expect_thinking=settings.thinking is not False)
-        finish, usage, thinking, answered = "length", None, False, False
+        finish, usage, answered = "length", None, False
+        # the channel of a token that came without text (held by the server) is the last one
+        # seen; before any text, thinking when the template may have opened it
+        thinking = settings.thinking is not False
         t_start = time.perf_counter()
         t_first = t_last = None
         n_tokens = 0
         calls: dict[int, dict] = {}
         self.prompt_token_ids = None
+        finished = False
         try:
             for chunk in self._iterate(stream):
                 if should_stop():
@@ -286,9 +291,11 @@ class RemoteBackend:
                         t_first = t_first or t_last
                         n_tokens += max(len(records), 1)
                     if choice.finish_reason:
+                        finished = True
                         finish = "length" if choice.finish_reason == "length" else "stop"
         finally:
             stream.close()
+        self.ended_early = not finished and finish != "interrupted"
         tail = splitter.flush()
         if calls:   # shown as the model writes them, so that front ends read them like local ones
             answered = answered or any(text and not thinking for text, thinking in tail)

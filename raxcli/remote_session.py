@@ -52,6 +52,7 @@ class RemoteChatSession:
     def replace_conversation(self, conversation: Conversation) -> None:
         conversation.model = self.conversation.model
         self.conversation = conversation
+        self._context_used = 0      # unknown until the server counts the next turn
 
     @property
     def context_used(self) -> int:
@@ -94,8 +95,10 @@ class RemoteChatSession:
 
     def _record(self, user: Message, completion: Completion, figures: dict, t_start: float,
                 first_token_at: float | None) -> dict:
+        # a stream the server closed without a finish reason was cut short, not ended by length
+        cut = self.backend.ended_early
         self.conversation.messages += [user, Message("assistant", completion.text, thinking=completion.thinking,
-                                                     finish_reason=completion.finish_reason)]
+                                                     finish_reason="interrupted" if cut else completion.finish_reason)]
         self._context_used = figures.get("prompt_tokens", 0) + figures.get("generated_tokens", 0)
         stats = {
             "prompt_tokens": figures.get("prompt_tokens", 0),
@@ -105,7 +108,7 @@ class RemoteChatSession:
             "vision_s": 0.0,
             "prefill_tok_s": figures.get("prefill_tok_s", 0.0),
             "decode_tok_s": figures.get("decode_tok_s", 0.0),
-            "finish_reason": completion.finish_reason,
+            "finish_reason": "cut" if cut else completion.finish_reason,
             "context_used": self._context_used,
             "context": self.options.max_context,
         }

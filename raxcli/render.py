@@ -193,7 +193,8 @@ def footer(stats: dict) -> Text:
         parts.append(f"{stats['decode_tok_s']:.1f} tok/s")
     if stats.get("context"):
         parts.append(f"context {stats['context_used']}/{stats['context']}")
-    ending = {"length": " · hit max tokens", "interrupted": " · stopped (Ctrl-C)"}
+    ending = {"length": " · hit max tokens", "interrupted": " · stopped (Ctrl-C)",
+              "cut": " · the server ended the answer early"}
     return Text(" · ".join(parts) + ending.get(stats.get("finish_reason"), ""))
 
 

@@ -33,16 +33,6 @@ def test_chunked_delta_rule_matches_recurrence(T):
     np.testing.assert_allclose(s_chunk, s_ref, rtol=1e-4, atol=1e-4)
 
 
-def test_fused_decode_step_matches_recurrence():
-    q, k, v, g, beta, state = random_inputs(3, seed=1)
-    s_ref, s_fused = state.copy(), state.copy()
-    o_ref = recurrent_delta_rule(q, k, v, g, beta, s_ref)
-    for t in range(3):
-        o = ops.delta_rule_step(q[t], k[t], v[t], g[t], beta[t], s_fused)
-        np.testing.assert_allclose(o, o_ref[t], rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(s_fused, s_ref, rtol=1e-5, atol=1e-5)
-
-
 def test_unit_lower_inverse_inverts():
     rng = np.random.default_rng(2)
     a = np.tril(rng.standard_normal((3, 2, 64, 64)).astype(np.float32) * 0.1, -1)

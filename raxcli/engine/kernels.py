@@ -10,48 +10,6 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-FAST = dict(cache=True, fastmath={"reassoc", "contract", "nsz", "arcp"})
-
-
-@nb.njit(**FAST)
-def rms_norm(x, weight, eps, out):
-    """out[t] = x[t] · rsqrt(mean(x[t]²) + eps) · weight (ops.rms_norm). x, out: [T, n]."""
-    n = x.shape[1]
-    for t in range(x.shape[0]):
-        ss = np.float32(0.0)
-        for i in range(n):
-            ss += x[t, i] * x[t, i]
-        inv = np.float32(1.0) / np.sqrt(ss / np.float32(n) + np.float32(eps))
-        for i in range(n):
-            out[t, i] = x[t, i] * inv * weight[i]
-    return out
-
-
-@nb.njit(**FAST)
-def add_rms_norm(x, delta, weight, eps, out):
-    """x += delta (the residual), then out = rms_norm(x) — one pass for the residual stream."""
-    n = x.shape[1]
-    for t in range(x.shape[0]):
-        ss = np.float32(0.0)
-        for i in range(n):
-            v = x[t, i] + delta[t, i]
-            x[t, i] = v
-            ss += v * v
-        inv = np.float32(1.0) / np.sqrt(ss / np.float32(n) + np.float32(eps))
-        for i in range(n):
-            out[t, i] = x[t, i] * inv * weight[i]
-    return out
-
-
-@nb.njit(**FAST)
-def swiglu(gate, up, out):
-    """out = silu(gate) · up (the MLP's activation; ops.silu(gate) * up)."""
-    for t in range(gate.shape[0]):
-        for i in range(gate.shape[1]):
-            g = gate[t, i]
-            out[t, i] = g / (np.float32(1.0) + np.exp(-g)) * up[t, i]
-    return out
-
 
 @nb.njit(inline="always")
 def _silu(v):

@@ -37,35 +37,6 @@ def causal_conv1d(x: np.ndarray, weight: np.ndarray, conv_state: np.ndarray) -> 
     return out
 
 
-@nb.njit(cache=True, fastmath=True, parallel=True)
-def delta_rule_step(q, k, v, g, beta, state):
-    """One decode step of the gated delta rule, fused per head.
-    q, k: [H, d_k]; v: [H, d_v]; g, beta: [H]; state: [H, d_k, d_v] updated in place."""
-    H, dk, dv = state.shape
-    out = np.empty((H, dv), np.float32)
-    for h in nb.prange(H):
-        decay = np.float32(np.exp(g[h]))
-        s = state[h]
-        kv_mem = np.zeros(dv, np.float32)
-        for i in range(dk):
-            ki = k[h, i]
-            for j in range(dv):
-                s[i, j] *= decay
-                kv_mem[j] += s[i, j] * ki
-        u = np.empty(dv, np.float32)
-        for j in range(dv):
-            u[j] = (v[h, j] - kv_mem[j]) * beta[h]
-        o = np.zeros(dv, np.float32)
-        for i in range(dk):
-            ki = k[h, i]
-            qi = q[h, i]
-            for j in range(dv):
-                s[i, j] += ki * u[j]
-                o[j] += s[i, j] * qi
-        out[h] = o
-    return out
-
-
 @nb.njit(cache=True, parallel=True)
 def unit_lower_inverse(a):
     """(I + a)⁻¹ for strictly lower-triangular a: [..., L, L], by forward substitution."""

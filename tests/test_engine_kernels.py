@@ -1,0 +1,75 @@
+"""The fused DeltaNet kernel (engine/kernels.py) against the NumPy steps of deltanet.py."""
+import numpy as np
+import pytest
+
+from raxcli.engine import ops
+from raxcli.engine.deltanet import l2_normalize, recurrent_delta_rule, softplus
+from raxcli.engine.kernels import deltanet_recurrent
+
+EPS = 1e-6
+NO_HISTORY = np.empty((0, 1, 1, 1), np.float32)
+PER_TOKEN = ("qkv", "z", "b_raw", "a_raw")
+
+
+def layer_inputs(T, n_k, n_v, d, K=4, seed=0):
+    rng = np.random.default_rng(seed)
+    conv_dim = 2 * n_k * d + n_v * d
+    f = lambda *shape, s=1.0: (rng.standard_normal(shape) * s).astype(np.float32)  # noqa: E731
+    return dict(qkv=f(T, conv_dim), z=f(T, n_v * d), b_raw=f(T, n_v), a_raw=f(T, n_v),
+                conv_w=f(conv_dim, K, s=0.5), conv_state=f(K - 1, conv_dim),
+                ssm_a=-rng.uniform(0.5, 8, n_v).astype(np.float32), dt_bias=f(n_v),
+                norm_w=(1 + f(d, s=0.1)), states=f(n_v, d, d, s=0.3))
+
+
+def numpy_layer(p, n_k, d):
+    """GatedDeltaNet's steps after the projections, as deltanet.py writes them."""
+    T, n_v = p["b_raw"].shape
+    conv_state, states = p["conv_state"].copy(), p["states"].copy()
+    qkv = ops.silu(ops.causal_conv1d(p["qkv"], p["conv_w"], conv_state))
+    key_dim = n_k * d
+    q = l2_normalize(qkv[:, :key_dim].reshape(T, n_k, d)) * d ** -0.5
+    k = l2_normalize(qkv[:, key_dim:2 * key_dim].reshape(T, n_k, d))
+    v = qkv[:, 2 * key_dim:].reshape(T, n_v, d)
+    q, k = np.tile(q, (1, n_v // n_k, 1)), np.tile(k, (1, n_v // n_k, 1))
+    beta = ops.sigmoid(p["b_raw"])
+    g = p["ssm_a"] * softplus(p["a_raw"] + p["dt_bias"])
+    o = recurrent_delta_rule(q, k, v, g, beta, states)
+    out = ops.rms_norm(o, p["norm_w"], EPS) * ops.silu(p["z"].reshape(T, n_v, d))
+    return out.reshape(T, n_v * d), conv_state, states
+
+
+def fused(p, n_k, history=NO_HISTORY):
+    p = {k: v.copy() for k, v in p.items()}
+    out = np.empty_like(p["z"])
+    deltanet_recurrent(p["qkv"], p["z"], p["b_raw"], p["a_raw"], p["conv_w"], p["conv_state"], p["ssm_a"],
+                       p["dt_bias"], p["norm_w"], EPS, n_k, p["states"], history, out)
+    return out, p["conv_state"], p["states"]
+
+
+@pytest.mark.parametrize("T, n_k, n_v", [
+    (1, 2, 2),      # one decode step
+    (5, 2, 2),      # a short batch (drafted tokens), longer than the conv's memory
+    (2, 2, 4),      # tiled v-heads: v-head j reads k-head j mod n_k
+])
+def test_fused_recurrent_layer_matches_numpy_steps(T, n_k, n_v):
+    d = 16
+    p = layer_inputs(T, n_k, n_v, d)
+    want_out, want_conv, want_states = numpy_layer(p, n_k, d)
+    out, conv, states = fused(p, n_k)
+    np.testing.assert_allclose(out, want_out, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(conv, want_conv, rtol=0, atol=0)
+    np.testing.assert_allclose(states, want_states, rtol=1e-4, atol=1e-5)
+
+
+def test_tentative_tokens_leave_the_state_and_write_each_step_apart():
+    T, n_k, n_v, d = 3, 2, 2, 16
+    p = layer_inputs(T, n_k, n_v, d, seed=1)
+    history = np.zeros((4, n_v, d, d), np.float32)
+    out, conv, states = fused(p, n_k, history)
+    np.testing.assert_array_equal(conv, p["conv_state"])          # untouched until commit
+    np.testing.assert_array_equal(states, p["states"])
+    for t in range(T):            # the state after token t is the state after feeding t + 1 tokens
+        prefix = {k: (v[:t + 1] if k in PER_TOKEN else v) for k, v in p.items()}
+        _, _, want = numpy_layer(prefix, n_k, d)
+        np.testing.assert_allclose(history[t], want, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(out, numpy_layer(p, n_k, d)[0], rtol=1e-4, atol=1e-5)

@@ -1,0 +1,71 @@
+"""int8-activation products (quant/gemv.py, rowdot.py) against float64 products on the
+dequantized weights: plain int8 within llama.cpp-like error, `fine` (with the residual code)
+close to exact, and a batch of tokens equal to the tokens one at a time."""
+import numpy as np
+import pytest
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as T
+
+from quant import kernels
+from quant.activations import FINE, Int8Activations
+from quant.rows import ROWS_PER_TASK
+
+TYPES = [T.Q8_0, T.Q4_0, T.Q4_K, T.Q5_K, T.Q6_K]
+F16_FIELDS = {T.Q8_0: (0,), T.Q4_0: (0,), T.Q4_K: (0, 2), T.Q5_K: (0, 2), T.Q6_K: (208,)}
+N_ROWS = ROWS_PER_TASK + 3
+# three k-quant super-blocks; 23 blocks of 32, so the four-block loop has a tail
+COLS = {T.Q8_0: 736, T.Q4_0: 736, T.Q4_K: 768, T.Q5_K: 768, T.Q6_K: 768}
+
+
+def random_blocks(qtype, rng):
+    block, size = GGML_QUANT_SIZES[qtype]
+    raw = rng.integers(0, 256, (N_ROWS, COLS[qtype] // block, size), dtype=np.uint8)
+    for off in F16_FIELDS[qtype]:
+        scale = (rng.standard_normal(raw.shape[:2]) * 1e-2).astype(np.float16)
+        raw[:, :, off:off + 2] = scale.view(np.uint8).reshape(*raw.shape[:2], 2)
+    return raw.reshape(N_ROWS, -1)
+
+
+def relative_error(got, want):
+    return np.linalg.norm(got - want) / np.linalg.norm(want)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(7)
+
+
+@pytest.mark.parametrize("qtype", TYPES, ids=lambda t: t.name)
+@pytest.mark.parametrize("fine, tolerance", [(False, 2e-2), (True, 2e-4)], ids=["int8", "fine"])
+def test_int8_products_are_close_to_exact(qtype, fine, tolerance, rng):
+    raw, n = random_blocks(qtype, rng), COLS[qtype]
+    X = rng.standard_normal((3, n)).astype(np.float32)
+    want = X.astype(np.float64) @ kernels.dequantize(raw, qtype, n).T.astype(np.float64)
+    got = kernels.BoundWeight(raw, qtype, n).matmul_int8(Int8Activations.quantize(X, fine=fine), X)
+    assert got.shape == (3, N_ROWS)
+    assert 0 < relative_error(got, want) <= tolerance
+
+
+@pytest.mark.parametrize("qtype", TYPES, ids=lambda t: t.name)
+def test_a_batch_of_tokens_equals_the_tokens_one_at_a_time(qtype, rng):
+    """Drafted tokens are verified in a batch; their logits must be the single-step ones."""
+    raw, n = random_blocks(qtype, rng), COLS[qtype]
+    w = kernels.BoundWeight(raw, qtype, n)
+    X = rng.standard_normal((4, n)).astype(np.float32)
+    batch = w.matmul_int8(Int8Activations.quantize(X, fine=True), X)
+    for t in range(4):
+        one = w.matmul_int8(Int8Activations.quantize(X[t:t + 1], fine=True), X[t:t + 1])
+        np.testing.assert_array_equal(batch[t], one[0])
+
+
+def test_fine_activations_keep_the_rounding_residual(rng):
+    x = rng.standard_normal((2, 256)).astype(np.float32)
+    x[0, 32:64] = 0.0                                           # an all-zero block keeps scale 0
+    acts = Int8Activations.quantize(x, fine=True)
+    step = np.repeat(acts.xd, 32, axis=1)
+    coarse = acts.xq * step
+    fine = (acts.xq + acts.xq_lo / np.float32(FINE)) * step
+    assert np.all(np.abs(coarse - x) <= 0.5 * step + 1e-7)
+    assert np.all(np.abs(fine - x) <= 0.5 * step / FINE + 1e-6)
+    assert acts.xd[0, 1] == 0 and not acts.xq[0, 32:64].any()
+    np.testing.assert_allclose(acts.sum32, x.reshape(2, -1, 32).sum(-1), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(acts.sum16, x.reshape(2, -1, 16).sum(-1), rtol=1e-5, atol=1e-5)
