@@ -179,7 +179,7 @@ def frame_timestamps(indices, fps: float, temporal_patch_size: int) -> list[floa
 # ---------------------------------------------------------------------------------------
 # Images
 # ---------------------------------------------------------------------------------------
-def to_rgb(image, source: str):
+def to_rgb(image):
     """A Pillow image in any mode → 8-bit RGB (transparency composited onto white)."""
     from PIL import Image
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
@@ -188,8 +188,6 @@ def to_rgb(image, source: str):
         # unless their range says 16-bit
         scale = 255.0 / 65535.0 if image.mode.startswith("I;16") or a.max() > 255 else 1.0
         image = Image.fromarray(np.clip(np.rint(a * scale), 0, 255).astype(np.uint8), "L")
-    elif image.mode in ("RGBA;16", "RGB;16"):
-        image = image.convert(image.mode[:-3])
     has_alpha = "A" in image.getbands() or image.info.get("transparency") is not None
     if has_alpha:
         rgba = image.convert("RGBA")
@@ -212,7 +210,7 @@ def open_image(path: str | Path):
             limit_decode_size(im, path)
             im.load()
             im = ImageOps.exif_transpose(im)
-            return to_rgb(im, str(path))
+            return to_rgb(im)
     except UnidentifiedImageError:
         raise UserError(f"{path}: not an image file Pillow can decode") from None
     except (OSError, ValueError, SyntaxError) as exc:
@@ -338,73 +336,59 @@ def load_video_file(path: Path, config: PreprocessConfig) -> VisualInput:
         fps = float(capture.get(cv2.CAP_PROP_FPS))
         width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
         height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
-        if total <= 0:                        # some containers do not say: count them
-            total = count_frames(capture)
-            capture.release()
-            capture = cv2.VideoCapture(str(path))
-        if total <= 0 or width <= 0 or height <= 0:
-            raise UserError(f"{path}: the video has no frames OpenCV can decode")
-        fps = fps if fps > 0 and math.isfinite(fps) else UNKNOWN_FPS
-        indices = sample_frame_indices(total, fps, config, frame_cap(width * height * 3, config))
-        h, w = target_video_size(len(indices), height, width, str(path), config)
-        wanted = set(int(i) for i in indices)
-        kept: dict[int, np.ndarray] = {}
+    finally:
+        capture.release()
+    if width <= 0 or height <= 0:
+        raise UserError(f"{path}: the video has no frames OpenCV can decode")
+    fps = fps if fps > 0 and math.isfinite(fps) else UNKNOWN_FPS
+    visual = decode_sampled(path, total, fps, width, height, config) if total > 0 else None
+    if visual is None:
+        # the container did not say how many frames it holds, or promised more than it
+        # holds: count what decodes, then sample over that
+        total = count_frames(path)
+        if total == 0:
+            raise UserError(f"{path}: no frame of the video could be decoded")
+        visual = decode_sampled(path, total, fps, width, height, config)
+        if visual is None:
+            raise UserError(f"{path}: the video could not be decoded consistently")
+    return visual
+
+
+def decode_sampled(path: Path, total: int, fps: float, width: int, height: int,
+                   config: PreprocessConfig) -> VisualInput | None:
+    """Decode the frames the sampler picks out of `total`, each resized as it comes;
+    None when the file ends before the last of them."""
+    cv2 = opencv()
+    indices = sample_frame_indices(total, fps, config, frame_cap(width * height * 3, config))
+    h, w = target_video_size(len(indices), height, width, str(path), config)
+    wanted = set(int(i) for i in indices)
+    kept: dict[int, np.ndarray] = {}
+    capture = cv2.VideoCapture(str(path))
+    try:
         for index in range(int(indices[-1]) + 1):
-            if not capture.grab():
+            if not capture.grab():              # grab decodes; retrieve converts (sampled only)
                 break
             if index in wanted:
                 ok, bgr = capture.retrieve()
                 if not ok:
                     break
-                rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-                kept[index] = resize_rgb(rgb, h, w)
+                kept[index] = resize_rgb(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), h, w)
     finally:
         capture.release()
-    if not kept:
-        raise UserError(f"{path}: no frame of the video could be decoded")
     if len(kept) < len(wanted):
-        # the container promised more frames than it holds: sample again over what decoded
-        return resample_decoded(path, kept, fps, width, height, config)
-    frames = [kept[int(i)] for i in indices]
-    return assemble_video(str(path), frames, indices, fps, (width, height), config)
+        return None
+    return assemble_video(str(path), [kept[int(i)] for i in indices], indices, fps, (width, height), config)
 
 
-def count_frames(capture) -> int:
-    n = 0
-    while capture.grab():
-        n += 1
-    return n
-
-
-def resample_decoded(path: Path, kept: dict[int, np.ndarray], fps: float, width: int, height: int,
-                     config: PreprocessConfig) -> VisualInput:
-    """Fallback for a truncated file: decode again, now knowing how many frames there are."""
-    cv2 = opencv()
-    capture = cv2.VideoCapture(str(path))
+def count_frames(path: Path) -> int:
+    capture = opencv().VideoCapture(str(path))
     try:
-        total = count_frames(capture)
+        n = 0
+        while capture.grab():
+            n += 1
+        return n
     finally:
         capture.release()
-    if total < config.temporal_patch_size:
-        raise UserError(f"{path}: only {total} frame(s) of the video could be decoded")
-    indices = sample_frame_indices(total, fps, config, frame_cap(width * height * 3, config))
-    h, w = target_video_size(len(indices), height, width, str(path), config)
-    capture = cv2.VideoCapture(str(path))
-    frames: dict[int, np.ndarray] = {}
-    try:
-        wanted = set(int(i) for i in indices)
-        for index in range(total):
-            if not capture.grab():
-                break
-            if index in wanted:
-                ok, bgr = capture.retrieve()
-                if ok:
-                    frames[index] = resize_rgb(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), h, w)
-    finally:
-        capture.release()
-    if len(frames) < len(wanted):
-        raise UserError(f"{path}: the video could not be decoded to the end")
-    return assemble_video(str(path), [frames[int(i)] for i in indices], indices, fps, (width, height), config)
 
 
 def load_video(path: str | Path, config: PreprocessConfig) -> VisualInput:

@@ -201,3 +201,11 @@ def test_huge_jpegs_decode_at_reduced_scale_when_memory_is_short(tmp_path, monke
     monkeypatch.setattr(media, "available_memory", lambda: 800 * 600 * 3 * 4)     # half of what it needs
     image = media.open_image(tmp_path / "big.jpg")
     assert image.size[0] < 800 and image.size[0] >= 200
+
+
+def test_a_video_shorter_than_its_container_says_is_counted_and_sampled_again():
+    clip = MEDIA / "clip.avi"
+    assert media.count_frames(clip) == 12
+    assert media.decode_sampled(clip, 40, 6.0, 128, 96, CONFIG) is None      # frames 13..39 never come
+    visual = media.decode_sampled(clip, 12, 6.0, 128, 96, CONFIG)
+    assert visual.grid_thw == (2, 6, 8) and visual.timestamps == [1 / 3, 1.5]

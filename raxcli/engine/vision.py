@@ -134,8 +134,8 @@ def rotary_cos_sin(grid_h: int, grid_w: int, merge: int, head_dim: int, theta: f
     """2-D axial rotary for the patches (block order): cos, sin of shape [h·w, head_dim];
     frequencies 0..d/4 turn with the row, d/4..d/2 with the column, repeated for the
     rotate-half pairing."""
-    quarter = head_dim // 2
-    inv_freq = (1.0 / (np.float32(theta) ** (np.arange(0, quarter, 2, dtype=np.float32) / np.float32(quarter))))
+    spatial = head_dim // 2                 # d/2 dims per axis pair: d/4 frequencies
+    inv_freq = (1.0 / (np.float32(theta) ** (np.arange(0, spatial, 2, dtype=np.float32) / np.float32(spatial))))
     inv_freq = inv_freq.astype(np.float32)
     row, col = block_order_coords(grid_h, grid_w, merge)
     angles = np.concatenate([row[:, None].astype(np.float32) * inv_freq,
