@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import numba
 import numpy as np
 from gguf import GGMLQuantizationType
 
@@ -42,7 +43,8 @@ class _Kernels:
     dequant: Callable               # (raw, row_ids, out)
     matvec: Callable                # (raw, x, xsum, out)
     sum_group: int = 32             # xsum = sums of x over runs of this many values
-    matvec_q8: Callable | None = None   # (raw, xq [T, n], xq_lo, xd, xsum, out [T, n_rows]), gemv.py
+    matvec_q8: Callable | None = None   # gemv.py: (raw, xq, xq_lo, xd, xsum16, xsum32, out, threads)
+    act_block: int = 32             # the int8 kernel's activations: one scale per this many values
 
 
 _KERNELS: dict[GGMLQuantizationType, _Kernels] = {
@@ -56,9 +58,9 @@ _KERNELS: dict[GGMLQuantizationType, _Kernels] = {
     T.Q5_1: _Kernels(legacy.dequant_q5_1, legacy.matvec_q5_1, 32),
     T.Q2_K: _Kernels(kquants.dequant_q2_k, kquants.matvec_q2_k, 16),
     T.Q3_K: _Kernels(kquants.dequant_q3_k, kquants.matvec_q3_k, 16),
-    T.Q4_K: _Kernels(kquants.dequant_q4_k, kquants.matvec_q4_k, 32, gemv.gemv_q4_k),
-    T.Q5_K: _Kernels(kquants.dequant_q5_k, kquants.matvec_q5_k, 32, gemv.gemv_q5_k),
-    T.Q6_K: _Kernels(kquants.dequant_q6_k, kquants.matvec_q6_k, 16, gemv.gemv_q6_k),
+    T.Q4_K: _Kernels(kquants.dequant_q4_k, kquants.matvec_q4_k, 32, gemv.gemv_q4_k, 256),
+    T.Q5_K: _Kernels(kquants.dequant_q5_k, kquants.matvec_q5_k, 32, gemv.gemv_q5_k, 256),
+    T.Q6_K: _Kernels(kquants.dequant_q6_k, kquants.matvec_q6_k, 16, gemv.gemv_q6_k, 256),
 }
 _NO_SUMS = np.zeros(1, np.float32)
 
@@ -124,6 +126,13 @@ def dequantize_rows(raw: np.ndarray, qtype, n_cols: int, row_ids) -> np.ndarray:
     return out
 
 
+def _int8_product(kernels: _Kernels, raw: np.ndarray, acts: Int8Activations, out: np.ndarray) -> None:
+    if acts.block != kernels.act_block:
+        raise ValueError(f"this type's int8 kernel takes activations in blocks of {kernels.act_block}, not {acts.block}")
+    scales = acts.scales() if acts.block == 32 else acts.xd    # the k-quant kernels apply 1/254 themselves
+    kernels.matvec_q8(raw, acts.xq, acts.xq_lo, scales, acts.sum16, acts.sum32, out, numba.get_num_threads())
+
+
 def quantize_activations(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """x ~ xd[b] * xq[32b : 32b+32]: int8 values in [-127, 127] and one float32 scale per 32.
 
@@ -153,8 +162,8 @@ def matvec(raw: np.ndarray, qtype, n_cols: int, x: np.ndarray, out: np.ndarray |
     if n_rows == 0:
         return out
     if int8_activations and kernels.matvec_q8 is not None:
-        acts = Int8Activations.quantize(x.reshape(1, -1))
-        kernels.matvec_q8(raw, acts.xq, acts.xq_lo, acts.scales(), acts.sums(kernels.sum_group), out.reshape(1, -1))
+        _int8_product(kernels, raw, Int8Activations.quantize(x.reshape(1, -1), block=kernels.act_block),
+                      out.reshape(1, -1))
     else:
         kernels.matvec(raw, x, _row_sums(x, kernels.sum_group), out)
     return out
@@ -211,6 +220,11 @@ class BoundWeight:
     def has_int8(self) -> bool:
         return self._kernels.matvec_q8 is not None
 
+    @property
+    def activation_block(self) -> int:
+        """The block size of the activations `matmul_int8` takes (Int8Activations.block)."""
+        return self._kernels.act_block
+
     def matvec(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
         """x: contiguous float32 [n_cols]; out: float32 [n_rows]."""
         k = self._kernels
@@ -238,5 +252,5 @@ class BoundWeight:
             return self.matmul(x, out)
         if out is None:
             out = np.empty((acts.n_tokens, self.n_rows), np.float32)
-        k.matvec_q8(self.raw, acts.xq, acts.xq_lo, acts.scales(), acts.sums(k.sum_group), out)
+        _int8_product(k, self.raw, acts, out)
         return out

@@ -17,9 +17,8 @@ Layouts (bytes at offset; d, dmin float16), value i of a super-block:
                                    | ((qh[32h+l] >> 2k) & 3) << 4,
           value = d * scales[i // 16] * (code - 32)
 
-Kernels as in `legacy.py`: dequant_<t>(raw, row_ids, out), matvec_<t>(raw, x, xsum, out),
-and for Q4_K, Q5_K, Q6_K matvec_<t>_q8(raw, xq, xd, xsum, out) over T tokens (2-D xq, xd, xsum,
-out as in legacy.py); here xsum holds sums of x over runs of 16 values
+Kernels as in `legacy.py`: dequant_<t>(raw, row_ids, out), matvec_<t>(raw, x, xsum, out)
+(the int8-activation products are in `gemv.py`); here xsum holds sums of x over runs of 16 values
 (Q2_K, Q3_K, Q6_K) or 32 (Q4_K, Q5_K) — `kernels.py` passes the right one. Runs alternate
 between the `even` and `odd` accumulators to keep two add chains in flight.
 """
@@ -30,8 +29,8 @@ from numba import njit, prange
 
 from .rows import DOT, EXACT, block_halves, n_tasks, task_rows
 from .halves import load_f16, load_u32
-from .simd import (dot_codes16, dot_int8_16, dot_packed8, fma2_codes32, fma_codes16, fma_codes32, idot1_codes32,
-                   idot_codes32, unpack_codes16, unpack_codes32)
+from .simd import (dot_codes16, dot_int8_16, dot_packed8, fma2_codes32, fma_codes16, fma_codes32, unpack_codes16,
+                   unpack_codes32)
 
 _F0 = np.float32(0.0)
 
@@ -302,92 +301,3 @@ def matvec_q6_k(raw, x, xsum, out):
                                      x, xo, dl0, dl1)
                 o += 210
             out[r] = acc.sum() - np.float32(32.0) * bias
-
-
-# -- int8-activation dot products over T tokens (xq [T, n], xd [T, n/32], xsum [T, n/16 or n/32]) --
-@njit(**DOT)
-def matvec_q4_k_q8(raw, xq, xd, xsum, out):
-    n_tok, n_cols = xq.shape
-    row_bytes, n_super = raw.shape[1], n_cols // 256
-    flat = raw.reshape(-1)
-    for task in prange(n_tasks(raw.shape[0])):
-        acc, ds = np.empty(16, np.float32), np.empty(n_super, np.float32)
-        dmins = np.empty(n_super, np.float32)
-        even, odd = acc[:8], acc[8:]
-        for r in task_rows(task, raw.shape[0]):
-            block_halves(flat, r * row_bytes, 144, n_super, ds)
-            block_halves(flat, r * row_bytes + 2, 144, n_super, dmins)
-            for t in range(n_tok):
-                acc[:] = 0.0
-                o, mins, x0 = r * row_bytes, _F0, t * n_cols
-                for sb in range(n_super):
-                    d, dmin = ds[sb], dmins[sb]
-                    sc_lo, sc_hi, m_lo, m_hi = _k4_scales(flat, o + 4)
-                    mins += dmin * dot_packed8(m_lo, m_hi, xsum[t], 8 * sb)
-                    for j in range(4):
-                        sc0, sc1 = _nth(sc_lo, sc_hi, 2 * j), _nth(sc_lo, sc_hi, 2 * j + 1)
-                        q, b = o + 16 + 32 * j, 8 * sb + 2 * j
-                        idot1_codes32(even, flat, (q, 0, 15, q, 0, 0, 0), xq, x0 + 32 * b,
-                                      d * np.float32(sc0) * xd[t, b])
-                        idot1_codes32(odd, flat, (q, 4, 15, q, 0, 0, 0), xq, x0 + 32 * b + 32,
-                                      d * np.float32(sc1) * xd[t, b + 1])
-                    o += 144
-                out[t, r] = acc.sum() - mins
-
-
-@njit(**DOT)
-def matvec_q5_k_q8(raw, xq, xd, xsum, out):
-    n_tok, n_cols = xq.shape
-    row_bytes, n_super = raw.shape[1], n_cols // 256
-    flat = raw.reshape(-1)
-    for task in prange(n_tasks(raw.shape[0])):
-        acc, ds = np.empty(16, np.float32), np.empty(n_super, np.float32)
-        dmins = np.empty(n_super, np.float32)
-        even, odd = acc[:8], acc[8:]
-        for r in task_rows(task, raw.shape[0]):
-            block_halves(flat, r * row_bytes, 176, n_super, ds)
-            block_halves(flat, r * row_bytes + 2, 176, n_super, dmins)
-            for t in range(n_tok):
-                acc[:] = 0.0
-                o, mins, x0 = r * row_bytes, _F0, t * n_cols
-                for sb in range(n_super):
-                    d, dmin = ds[sb], dmins[sb]
-                    sc_lo, sc_hi, m_lo, m_hi = _k4_scales(flat, o + 4)
-                    mins += dmin * dot_packed8(m_lo, m_hi, xsum[t], 8 * sb)
-                    for j in range(4):
-                        sc0, sc1 = _nth(sc_lo, sc_hi, 2 * j), _nth(sc_lo, sc_hi, 2 * j + 1)
-                        q, b = o + 48 + 32 * j, 8 * sb + 2 * j
-                        idot1_codes32(even, flat, (q, 0, 15, o + 16, 2 * j, 1, 4), xq, x0 + 32 * b,
-                                      d * np.float32(sc0) * xd[t, b])
-                        idot1_codes32(odd, flat, (q, 4, 15, o + 16, 2 * j + 1, 1, 4), xq, x0 + 32 * b + 32,
-                                      d * np.float32(sc1) * xd[t, b + 1])
-                    o += 176
-                out[t, r] = acc.sum() - mins
-
-
-@njit(**DOT)
-def matvec_q6_k_q8(raw, xq, xd, xsum, out):
-    n_tok, n_cols = xq.shape
-    row_bytes, n_super = raw.shape[1], n_cols // 256
-    flat = raw.reshape(-1)
-    for task in prange(n_tasks(raw.shape[0])):
-        acc, ds = np.empty(16, np.float32), np.empty(n_super, np.float32)
-        even, odd = acc[:8], acc[8:]
-        for r in task_rows(task, raw.shape[0]):
-            block_halves(flat, r * row_bytes + 208, 210, n_super, ds)
-            for t in range(n_tok):
-                acc[:] = 0.0
-                o, bias, x0 = r * row_bytes, _F0, t * n_cols
-                for sb in range(n_super):
-                    d = ds[sb]
-                    bias += d * dot_int8_16(flat, (o + 192,), xsum[t], 16 * sb)
-                    for h in range(2):
-                        for k in range(4):
-                            lo, hi, s = o + 64 * h + 32 * (k & 1), o + 128 + 32 * h, 8 * h + 2 * k
-                            b = 8 * sb + 4 * h + k                      # run of 32 = sub-blocks s, s + 1
-                            sc0, sc1 = _int8_at(flat, o + 192 + s), _int8_at(flat, o + 193 + s)
-                            acc_k = even if k % 2 == 0 else odd
-                            idot_codes32(acc_k, flat, (lo, 4 * (k >> 1), 15, hi, 2 * k, 3, 4), xq, x0 + 32 * b,
-                                         sc0, sc1, d * xd[t, b])
-                    o += 210
-                out[t, r] = acc.sum() - np.float32(32.0) * bias

@@ -11,8 +11,6 @@ where nib_j is the low nibble of qs[j] for j < 16 and the high nibble of qs[j - 
 Kernels, all over the (n_rows, row_nbytes) uint8 array `raw`:
     dequant_<t>(raw, row_ids, out)         out[i] = row row_ids[i], exactly as gguf-py
     matvec_<t>(raw, x, xsum, out)          out = W @ x; xsum[b] = sum of x over block b
-    matvec_<t>_q8(raw, xq, xd, xsum, out)  (Q8_0, Q4_0) out[t] = W @ x_t for T tokens at once,
-                                           x_t ~ xd[t, b] * xq[t, 32b:32b+32] (activations.py)
 A block's bias or minimum enters a dot product as (its value) * xsum[b], which is why the
 kernels take the sums of x; the vector steps see only the unsigned codes.
 """
@@ -23,8 +21,7 @@ from numba import njit, prange
 
 from .rows import DOT, EXACT, block_halves, n_tasks, sum_products, task_rows
 from .halves import load_f16
-from .simd import (fma_int8_32, fma_nibbles32, fma_q5_32, idot1_int8_32, idot1_nibbles32, unpack_int8_32,
-                   unpack_nibbles32, unpack_q5_32)
+from .simd import fma_int8_32, fma_nibbles32, fma_q5_32, unpack_int8_32, unpack_nibbles32, unpack_q5_32
 
 _F0 = np.float32(0.0)
 
@@ -170,46 +167,3 @@ def matvec_q5_1(raw, x, xsum, out):
                 if b + 1 < n_blocks:
                     fma_q5_32(odd, raw, (o + 24 * b + 32, o + 24 * b + 28), x, 32 * b + 32, d[b + 1])
             out[r] = acc.sum() + sum_products(m, xsum)
-
-
-# -- int8-activation dot products over T tokens: xq [T, n], xd / xsum [T, n/32], out [T, n_rows] --
-# A row's scales are decoded once and its bytes stay in L1 while every token reads them, so a
-# batch of a few tokens (speculative verification) costs about one token's memory traffic.
-@njit(**DOT)
-def matvec_q8_0_q8(raw, xq, xd, xsum, out):
-    n_tok, n_cols = xq.shape
-    row_bytes, n_blocks = raw.shape[1], n_cols // 32
-    for task in prange(n_tasks(raw.shape[0])):
-        acc, d = np.empty(16, np.float32), np.empty(n_blocks, np.float32)
-        even, odd = acc[:8], acc[8:]
-        for r in task_rows(task, raw.shape[0]):
-            o = r * row_bytes
-            block_halves(raw, o, 34, n_blocks, d)
-            for t in range(n_tok):
-                acc[:] = 0.0
-                x0 = t * n_cols
-                for b in range(0, n_blocks, 2):
-                    idot1_int8_32(even, raw, (o + 34 * b + 2,), xq, x0 + 32 * b, d[b] * xd[t, b])
-                    if b + 1 < n_blocks:
-                        idot1_int8_32(odd, raw, (o + 34 * b + 36,), xq, x0 + 32 * b + 32, d[b + 1] * xd[t, b + 1])
-                out[t, r] = acc.sum()
-
-
-@njit(**DOT)
-def matvec_q4_0_q8(raw, xq, xd, xsum, out):
-    n_tok, n_cols = xq.shape
-    row_bytes, n_blocks = raw.shape[1], n_cols // 32
-    for task in prange(n_tasks(raw.shape[0])):
-        acc, d = np.empty(16, np.float32), np.empty(n_blocks, np.float32)
-        even, odd = acc[:8], acc[8:]
-        for r in task_rows(task, raw.shape[0]):
-            o = r * row_bytes
-            block_halves(raw, o, 18, n_blocks, d)
-            for t in range(n_tok):
-                acc[:] = 0.0
-                x0 = t * n_cols
-                for b in range(0, n_blocks, 2):
-                    idot1_nibbles32(even, raw, (o + 18 * b + 2,), xq, x0 + 32 * b, d[b] * xd[t, b])
-                    if b + 1 < n_blocks:
-                        idot1_nibbles32(odd, raw, (o + 18 * b + 20,), xq, x0 + 32 * b + 32, d[b + 1] * xd[t, b + 1])
-                out[t, r] = acc.sum() - np.float32(8.0) * sum_products(d, xsum[t])

@@ -1,18 +1,18 @@
-"""Whole-row int8 dot products, each one loop written in LLVM IR (the decode hot path).
+"""Whole-row int8 dot products for the 32-value formats (Q8_0, Q4_0), each one loop written
+in LLVM IR (the decode hot path; the k-quants have theirs in kdot.py).
 
     rowdot_<fmt>(raw, o, xq, x_off, dx, dx_off, n_units) -> float32
-        sum over the n_units blocks (Q8_0, Q4_0) or super-blocks (k-quants) of the row whose
-        bytes start at raw[o], of  dx[run] * sum_j code_j * xq[x_off + 32 run + j]
+        sum over the n_units blocks of the row whose bytes start at raw[o], of
+        dx[b] * sum_j code_j * xq[x_off + 32 b + j]
 
-`run` numbers the row's runs of 32 values; `dx` holds one float per run (per 16 values for
-Q6_K): the block scale times its integer sub-scale times the activation scale, computed by
-the caller (`gemv.py`). Codes are the raw unsigned codes of each format (Q8_0: signed); a
-format's bias or minimum is the caller's business too, through sums of x.
+`dx` holds one float per block: the block scale times the activation scale, computed by the
+caller (`gemv.py`). Codes are the raw codes of each format (Q8_0: signed; Q4_0: the unsigned
+nibbles, whose -8 is the caller's business, through sums of x).
 
-Why IR loops and not Numba loops calling one vector step per block (`simd.idot_*`): there
-the accumulators live in a Numba array that every step stores to, index wrap-around checks
-and a hoisted horizontal sum sit in the block loop, and the decode kernels ran at about
-20 instructions per block. Here four accumulators stay in registers, one group of runs per
+Why IR loops and not Numba loops calling one vector step per block (as the float kernels of
+legacy.py do): there the accumulators live in a Numba array that every step stores to, index
+wrap-around checks and a hoisted horizontal sum sit in the block loop, and the int8 kernels
+written that way ran at about 20 instructions per block. Here four accumulators stay in registers, one group of runs per
 iteration, and the only work per run is: load codes, vpdpbusd (or pmaddubsw + pmaddwd),
 convert, multiply-add by a broadcast scale.
 
@@ -47,40 +47,10 @@ def _q4_0_runs():
     return [("nibbles32", False, (2,))]
 
 
-def _q4_k_runs():
-    runs = []
-    for s in range(8):
-        j, t = divmod(s, 2)
-        q = 16 + 32 * j
-        runs.append(("codes32", False, (q, 4 * t, 15, q, 0, 0, 0)))
-    return runs
-
-
-def _q5_k_runs():
-    runs = []
-    for s in range(8):
-        j, t = divmod(s, 2)
-        q = 48 + 32 * j
-        runs.append(("codes32", False, (q, 4 * t, 15, 16, s, 1, 4)))
-    return runs
-
-
-def _q6_k_runs():
-    runs = []
-    for h in range(2):
-        for k in range(4):
-            lo, hi = 64 * h + 32 * (k & 1), 128 + 32 * h
-            runs.append(("codes32", False, (lo, 4 * (k >> 1), 15, hi, 2 * k, 3, 4)))
-    return runs
-
-
 # name -> (unit bytes, runs, scales per run)
 FORMATS = {
     "q8_0": (34, _q8_0_runs(), 1),
     "q4_0": (18, _q4_0_runs(), 1),
-    "q4_k": (144, _q4_k_runs(), 1),
-    "q5_k": (176, _q5_k_runs(), 1),
-    "q6_k": (210, _q6_k_runs(), 2),
 }
 
 
@@ -180,63 +150,5 @@ def _make_rowdot_fine(fmt):
     return rowdot_fine
 
 
-# -- per-row scales, decoded with vector instructions ---------------------------------------------
-@intrinsic
-def k4_scales(typingctx, raw, u, d, dmin, dsc, dmin_m, off):
-    """Q4_K / Q5_K super-block at raw[u]: dsc[off + s] = d · sc(s), dmin_m[off + s] = dmin · m(s).
-
-    The 12 scale bytes at u + 4, as three words a, b, c: scale s and min s are the low 6 bits
-    of bytes s of a and b for s < 4; for s >= 4 the low 4 bits come from byte s - 4 of c (low
-    and high nibble) and the top 2 from the top bits of bytes s - 4 of a and b.
-    """
-    sig = types.void(raw, u, d, dmin, dsc, dmin_m, off)
-
-    def codegen(context, builder, signature, args):
-        a_ = signature.args
-        base = data(context, builder, a_[0], args[0])
-        u0 = context.cast(builder, args[1], a_[1], types.int64)
-        words = [builder.load(ptr(builder, base, builder.add(u0, _c(4 + 4 * i)), I32), align=1) for i in range(3)]
-        a, b, c = words
-
-        def k(v):
-            return ir.Constant(I32, v)
-        sc_lo, m_lo = builder.and_(a, k(0x3F3F3F3F)), builder.and_(b, k(0x3F3F3F3F))
-        sc_hi = builder.or_(builder.and_(c, k(0x0F0F0F0F)),
-                            builder.shl(builder.and_(builder.lshr(a, k(6)), k(0x03030303)), k(4)))
-        m_hi = builder.or_(builder.and_(builder.lshr(c, k(4)), k(0x0F0F0F0F)),
-                           builder.shl(builder.and_(builder.lshr(b, k(6)), k(0x03030303)), k(4)))
-        off = context.cast(builder, args[6], a_[6], types.int64)
-        for lo, hi, scale, arr_i in ((sc_lo, sc_hi, args[2], 4), (m_lo, m_hi, args[3], 5)):
-            pair = builder.insert_element(ir.Constant(vec(I32, 2), ir.Undefined), lo, ir.Constant(I32, 0))
-            pair = builder.insert_element(pair, hi, ir.Constant(I32, 1))
-            values = builder.uitofp(builder.bitcast(pair, vec(I8, 8)), vec(F32, 8))
-            scaled = builder.fmul(values, splat(builder, scale, 8))
-            out = data(context, builder, a_[arr_i], args[arr_i])
-            builder.store(scaled, ptr(builder, out, off, vec(F32, 8)), align=4)
-        return context.get_dummy_value()
-    return sig, codegen
-
-
-@intrinsic
-def q6_scales(typingctx, raw, u, d, dsc, off):
-    """Q6_K super-block at raw[u]: dsc[off + s] = d · scales[s] for its 16 int8 scales (at u + 192)."""
-    sig = types.void(raw, u, d, dsc, off)
-
-    def codegen(context, builder, signature, args):
-        a_ = signature.args
-        base = data(context, builder, a_[0], args[0])
-        u0 = context.cast(builder, args[1], a_[1], types.int64)
-        scales = load_vec(builder, base, builder.add(u0, _c(192)), I8, 16)
-        values = builder.fmul(builder.sitofp(scales, vec(F32, 16)), splat(builder, args[2], 16))
-        out = data(context, builder, a_[3], args[3])
-        off = context.cast(builder, args[4], a_[4], types.int64)
-        builder.store(values, ptr(builder, out, off, vec(F32, 16)), align=4)
-        return context.get_dummy_value()
-    return sig, codegen
-
-
 rowdot_q8_0, rowdot_fine_q8_0 = _make_rowdot("q8_0"), _make_rowdot_fine("q8_0")
 rowdot_q4_0, rowdot_fine_q4_0 = _make_rowdot("q4_0"), _make_rowdot_fine("q4_0")
-rowdot_q4_k, rowdot_fine_q4_k = _make_rowdot("q4_k"), _make_rowdot_fine("q4_k")
-rowdot_q5_k, rowdot_fine_q5_k = _make_rowdot("q5_k"), _make_rowdot_fine("q5_k")
-rowdot_q6_k, rowdot_fine_q6_k = _make_rowdot("q6_k"), _make_rowdot_fine("q6_k")

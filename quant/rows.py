@@ -24,6 +24,14 @@ def task_rows(task, n_rows):
 
 
 @njit(inline="always")
+def part_rows(part, parts, n_rows):
+    """Rows of part `part` of `parts` equal parts. The int8 kernels take one part per thread
+    (numba.get_num_threads(), passed in: reading it inside a kernel defeats Numba's cache),
+    so each thread allocates its scratch once per call rather than once per few rows."""
+    return range(part * n_rows // parts, (part + 1) * n_rows // parts)
+
+
+@njit(inline="always")
 def block_halves(raw, o, stride, n, out):
     """out[b] = the half at raw[o + stride * b] for b < n: one float16 field of each block of a row."""
     for b in range(0, n - 7, 8):

@@ -17,16 +17,13 @@ A run's values come from one of these *sources* (j = 0 .. n-1, raw = the weight 
                 as bit 4 (Q5_0, Q5_1)
     int8_16/32  (off)          int8(raw[off+j])                        (Q8_0; Q6_K's scales)
 
-and each source has three steps, `src` being the tuple of the source's arguments above:
+and each source has these steps, `src` being the tuple of the source's arguments above (the
+int8 dot products, `_int_dot32` over a source's codes, are emitted by rowdot.py's row loops):
 
     fma_<src>(acc, raw, src, x, x_off, scale)       acc += scale * sum_j code_j * x[x_off+j]
     fma2_<src>(acc, raw, src, x, x_off, scale_lo, scale_hi)   the same, scale_lo for j < 16
     unpack_<src>(raw, src, bias, scale, offset, out, out_off)
                               out[out_off+j] = scale * float(code_j - bias) - offset
-    idot_<src>(acc, raw, src, xq, xq_off, w_lo, w_hi, scale)          (32-value sources)
-                              acc += scale * sum_j w_j * code_j * xq[xq_off+j],
-                              w_j = w_lo for j < 16 else w_hi, summed exactly in int32
-    idot1_<src>(acc, raw, src, xq, xq_off, scale)    the same with every w_j = 1
     dot_<src>(raw, src, x, x_off) -> sum_j code_j * x[x_off+j]      (scales times sums of x)
 
 A format's bias (-8, -32, ...) and minimum enter a dot product through sums of x kept by the
@@ -305,47 +302,10 @@ def _int_dot32(builder, weights, xq, w_lo, w_hi, signed):
     return fold8(builder, builder.mul(prod, w32))
 
 
-def _make_idot(source, unit=False):
-    n_args, n, gen = _SOURCES[source]
-    assert n == 32
-    signed = source in _SIGNED
-
-    def codegen_with(context, builder, a, args, w_lo, w_hi, scale):
-        codes = gen(builder, data(context, builder, a[1], args[1]),
-                    _source_values(builder, a[2], args[2], source, n_args), I8)
-        xq = load_vec(builder, data(context, builder, a[3], args[3]), args[4], I8, 32)
-        part = _int_dot32(builder, codes, xq, w_lo, w_hi, signed)
-        acc_add(builder, data(context, builder, a[0], args[0]), builder.sitofp(part, vec(F32, 8)), scale)
-        return context.get_dummy_value()
-
-    if unit:
-        @intrinsic
-        def idot1(typingctx, acc, raw, src, xq, xq_off, scale):
-            sig = types.void(acc, raw, src, xq, xq_off, scale)
-
-            def codegen(context, builder, signature, args):
-                return codegen_with(context, builder, signature.args, args, None, None, args[5])
-            return sig, codegen
-        return idot1
-
-    @intrinsic
-    def idot(typingctx, acc, raw, src, xq, xq_off, w_lo, w_hi, scale):
-        sig = types.void(acc, raw, src, xq, xq_off, w_lo, w_hi, scale)
-
-        def codegen(context, builder, signature, args):
-            return codegen_with(context, builder, signature.args, args, args[5], args[6], args[7])
-        return sig, codegen
-    return idot
-
-
 fma_codes16, fma_codes32 = _make_fma("codes16"), _make_fma("codes32")
 fma_nibbles32, fma_q5_32, fma_int8_32 = _make_fma("nibbles32"), _make_fma("q5_32"), _make_fma("int8_32")
 fma2_codes32 = _make_fma_halves_scaled("codes32")
 unpack_codes16, unpack_codes32 = _make_unpack("codes16"), _make_unpack("codes32")
 unpack_nibbles32, unpack_q5_32 = _make_unpack("nibbles32"), _make_unpack("q5_32")
 unpack_int8_32 = _make_unpack("int8_32")
-idot_codes32 = _make_idot("codes32")
-idot1_codes32, idot1_nibbles32, idot1_int8_32 = (_make_idot(s, unit=True) for s in ("codes32", "nibbles32", "int8_32"))
 dot_codes16, dot_int8_16 = _make_dot("codes16"), _make_dot("int8_16")
-
-

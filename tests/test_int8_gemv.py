@@ -40,7 +40,8 @@ def test_int8_products_are_close_to_exact(qtype, fine, tolerance, rng):
     raw, n = random_blocks(qtype, rng), COLS[qtype]
     X = rng.standard_normal((3, n)).astype(np.float32)
     want = X.astype(np.float64) @ kernels.dequantize(raw, qtype, n).T.astype(np.float64)
-    got = kernels.BoundWeight(raw, qtype, n).matmul_int8(Int8Activations.quantize(X, fine=fine), X)
+    w = kernels.BoundWeight(raw, qtype, n)
+    got = w.matmul_int8(Int8Activations.quantize(X, fine=fine, block=w.activation_block), X)
     assert got.shape == (3, N_ROWS)
     assert 0 < relative_error(got, want) <= tolerance
 
@@ -51,21 +52,31 @@ def test_a_batch_of_tokens_equals_the_tokens_one_at_a_time(qtype, rng):
     raw, n = random_blocks(qtype, rng), COLS[qtype]
     w = kernels.BoundWeight(raw, qtype, n)
     X = rng.standard_normal((4, n)).astype(np.float32)
-    batch = w.matmul_int8(Int8Activations.quantize(X, fine=True), X)
+    block = w.activation_block
+    batch = w.matmul_int8(Int8Activations.quantize(X, fine=True, block=block), X)
     for t in range(4):
-        one = w.matmul_int8(Int8Activations.quantize(X[t:t + 1], fine=True), X[t:t + 1])
+        one = w.matmul_int8(Int8Activations.quantize(X[t:t + 1], fine=True, block=block), X[t:t + 1])
         np.testing.assert_array_equal(batch[t], one[0])
 
 
-def test_fine_activations_keep_the_rounding_residual(rng):
-    x = rng.standard_normal((2, 256)).astype(np.float32)
-    x[0, 32:64] = 0.0                                           # an all-zero block keeps scale 0
-    acts = Int8Activations.quantize(x, fine=True)
-    step = np.repeat(acts.xd, 32, axis=1)
+@pytest.mark.parametrize("block", [32, 256])
+def test_fine_activations_keep_the_rounding_residual(block, rng):
+    x = rng.standard_normal((2, 512)).astype(np.float32)
+    x[0, 256:512] = 0.0                                         # an all-zero block keeps scale 0
+    acts = Int8Activations.quantize(x, fine=True, block=block)
+    step = np.repeat(acts.xd, block, axis=1)
     coarse = acts.xq * step
     fine = (acts.xq + acts.xq_lo / np.float32(FINE)) * step
     assert np.all(np.abs(coarse - x) <= 0.5 * step + 1e-7)
     assert np.all(np.abs(fine - x) <= 0.5 * step / FINE + 1e-6)
-    assert acts.xd[0, 1] == 0 and not acts.xq[0, 32:64].any()
+    assert acts.xd[0, -1] == 0 and not acts.xq[0, 256:].any()
+    assert np.abs(acts.xq).max() == 127
     np.testing.assert_allclose(acts.sum32, x.reshape(2, -1, 32).sum(-1), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(acts.sum16, x.reshape(2, -1, 16).sum(-1), rtol=1e-5, atol=1e-5)
+
+
+def test_activations_of_the_wrong_block_size_are_refused(rng):
+    raw = random_blocks(T.Q4_K, rng)
+    X = rng.standard_normal((1, COLS[T.Q4_K])).astype(np.float32)
+    with pytest.raises(ValueError, match="blocks of 256"):
+        kernels.BoundWeight(raw, T.Q4_K, COLS[T.Q4_K]).matmul_int8(Int8Activations.quantize(X, block=32), X)

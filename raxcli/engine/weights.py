@@ -35,12 +35,16 @@ class Activation:
 
     def __init__(self, x: np.ndarray):
         self.x = np.ascontiguousarray(x, dtype=np.float32)
-        self._int8 = None
+        self._int8 = []
 
-    def int8(self, fine: bool) -> Int8Activations:
-        if self._int8 is None or self._int8.fine != fine:
-            self._int8 = Int8Activations.quantize(self.x, fine=fine)
-        return self._int8
+    def int8(self, fine: bool, block: int) -> Int8Activations:
+        """The int8 form with one scale per `block` values (32, or 256 for the k-quants)."""
+        for acts in self._int8:
+            if acts.fine == fine and acts.block == block:
+                return acts
+        acts = Int8Activations.quantize(self.x, fine=fine, block=block)
+        self._int8.append(acts)
+        return acts
 
 
 class Matrix:
@@ -75,7 +79,8 @@ class Matrix:
         if out is None:
             out = np.empty((T, self.n_out), np.float32)
         if self.activations != "float" and T <= self.INT8_TOKENS and self.weight.has_int8:
-            self.weight.matmul_int8(act.int8(self.activations == "fine"), act.x, out.reshape(T, self.n_out))
+            acts = act.int8(self.activations == "fine", self.weight.activation_block)
+            self.weight.matmul_int8(acts, act.x, out.reshape(T, self.n_out))
         elif T == 1:
             self.weight.matvec(act.x[0], out.reshape(self.n_out))
         else:
