@@ -197,7 +197,7 @@ def _decode_image(raw: bytes, where: str, param: str) -> Image.Image:
         with Image.open(io.BytesIO(raw)) as image:
             limit_decode_size(image, where)
             image.load()
-            return to_rgb(ImageOps.exif_transpose(image), where)
+            return to_rgb(ImageOps.exif_transpose(image))
     except UserError as exc:
         raise RequestError(str(exc), param=param, code="image_too_large") from None
     except UnidentifiedImageError:
