@@ -25,9 +25,10 @@ BLOCKS = (32, 256)
 
 
 @njit(cache=True)
-def quantize_rows(x, block, xq, xq_lo, xd, sum16, sum32):
+def quantize_rows(x, block, xq, xq_lo, xd, sum16, sum32, code_sums):
     """x [T, n] float32 → xq [T, n] int8 and xd [T, n/block]; sum16 [T, n/16] and sum32
-    [T, n/32] the exact sums of x; when xq_lo has n columns (not 0) the residual codes too.
+    [T, n/32] the exact sums of x; when xq_lo has n columns (not 0) the residual codes too;
+    code_sums [T, n/block]: each block's sum of codes (of 254 · xq + xq_lo when fine).
 
     Rounds half to even, as np.rint (and llama.cpp's nearest_int on x86) do."""
     n_tok, n = x.shape
@@ -47,19 +48,25 @@ def quantize_rows(x, block, xq, xq_lo, xd, sum16, sum32):
                 amax = max(amax, abs(x[t, j]))
             d = amax / np.float32(127.0)
             inv = np.float32(1.0) / d if d > 0 else np.float32(0.0)
+            codes = 0
             for j in range(base, base + block):
                 scaled = x[t, j] * inv
                 code = np.rint(scaled)
                 xq[t, j] = np.int8(code)
                 if fine:
-                    xq_lo[t, j] = np.int8(np.rint((scaled - code) * np.float32(FINE)))
+                    low = np.rint((scaled - code) * np.float32(FINE))
+                    xq_lo[t, j] = np.int8(low)
+                    codes += FINE * np.int64(code) + np.int64(low)
+                else:
+                    codes += np.int64(code)
             xd[t, b] = d
+            code_sums[t, b] = np.float32(codes)
 
 
 class Int8Activations:
     """The int8 form of x [T, n] (n a multiple of the block) and the sums the kernels need."""
 
-    __slots__ = ("n_tokens", "n", "block", "fine", "xq", "xq_lo", "xd", "xd_fine", "sum16", "sum32")
+    __slots__ = ("n_tokens", "n", "block", "fine", "xq", "xq_lo", "xd", "xd_fine", "sum16", "sum32", "code_sums")
 
     def __init__(self, n_tokens: int, n: int, fine: bool = False, block: int = 32):
         if block not in BLOCKS or n % block:
@@ -71,12 +78,13 @@ class Int8Activations:
         self.xd_fine = np.empty_like(self.xd)
         self.sum16 = np.empty((n_tokens, n // 16), np.float32)
         self.sum32 = np.empty((n_tokens, n // 32), np.float32)
+        self.code_sums = np.empty((n_tokens, n // block), np.float32)
 
     @classmethod
     def quantize(cls, x: np.ndarray, fine: bool = False, block: int = 32) -> "Int8Activations":
         """x: float32 [T, n] (C-contiguous)."""
         acts = cls(x.shape[0], x.shape[1], fine, block)
-        quantize_rows(x, block, acts.xq, acts.xq_lo, acts.xd, acts.sum16, acts.sum32)
+        quantize_rows(x, block, acts.xq, acts.xq_lo, acts.xd, acts.sum16, acts.sum32, acts.code_sums)
         if fine:
             np.multiply(acts.xd, np.float32(1.0 / FINE), out=acts.xd_fine)
         return acts

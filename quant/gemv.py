@@ -1,77 +1,63 @@
 """int8-activation products W @ x_t for T tokens at once (decode: T = 1; verifying drafted
 tokens: a few), on Q8_0, Q4_0, Q4_K, Q5_K and Q6_K blocks.
 
-    gemv_<t>(raw, xq, xq_lo, xd, xsum16, xsum32, out, threads)
+    gemv_<t>(raw, xq, xq_lo, xd, xsum16, xsum32, code_sums, out, threads)
         raw [n_rows, row_bytes] uint8; xq [T, n] int8 with xd [T, n/32] (Q8_0, Q4_0) or
         [T, n/256] (k-quants) its scales (activations.py); xq_lo [T, n] residual codes or
         [T, 0] for none (then xd is the plain scale; for Q8_0 / Q4_0 with residual codes,
-        the scale / 254); xsum16, xsum32: exact sums of x over 16 and 32 values; out
+        the scale / 254); xsum16, xsum32: exact sums of x over 16 and 32 values; code_sums:
+        the activation codes' sum per block (Q8_0's offset, rowdot.SIGNED_OFFSET); out
         [T, n_rows]; threads: numba.get_num_threads(), one part of the rows each.
 
-Q8_0 / Q4_0 (rowdot.py): per row the block scales are decoded once into a float array;
-then per token the block scales times the activation scales (one vector loop) and one
-`rowdot` over the row's bytes. k-quants (kdot.py): one `kdot` per row and token, the
-scales decoded inside its super-block loop. The row's bytes stay in L1 for the next
-token, so a batch of a few tokens costs about the memory traffic of one.
+One `rowdot` (Q8_0, Q4_0: rowdot.py) or `kdot` (k-quants: kdot.py) per row and token, the
+scales decoded inside their block loops. The row's bytes stay in L1 for the next token, so
+a batch of a few tokens costs about the memory traffic of one.
 """
 from __future__ import annotations
 
-import numpy as np
 from numba import njit, prange
 
-from .rows import DOT, block_halves, part_rows, sum_products
+from .rows import DOT, part_rows
 from .kdot import kdot_fine_q4_k, kdot_fine_q5_k, kdot_fine_q6_k, kdot_q4_k, kdot_q5_k, kdot_q6_k
-from .rowdot import rowdot_fine_q4_0, rowdot_fine_q8_0, rowdot_q4_0, rowdot_q8_0
-
-
-@njit(inline="always")
-def _scaled(run_scale, xd_t, dx):
-    """dx[b] = run_scale[b] · xd_t[b]: a run's scale times its activation scale."""
-    for b in range(dx.size):
-        dx[b] = run_scale[b] * xd_t[b]
+from .rowdot import SIGNED_OFFSET, rowdot_fine_q4_0, rowdot_fine_q8_0, rowdot_q4_0, rowdot_q8_0
 
 
 @njit(**DOT)
-def gemv_q8_0(raw, xq, xq_lo, xd, xsum16, xsum32, out, threads):
+def gemv_q8_0(raw, xq, xq_lo, xd, xsum16, xsum32, code_sums, out, threads):
     n_tok, n_cols = xq.shape
     n_rows, row_bytes, n_blocks = raw.shape[0], raw.shape[1], n_cols // 32
     fine = xq_lo.shape[1] == n_cols
     parts = max(1, min(n_rows, threads))
     for part in prange(parts):
-        d, dx = np.empty(n_blocks, np.float32), np.empty(n_blocks, np.float32)
         for r in part_rows(part, parts, n_rows):
-            o = r * row_bytes
-            block_halves(raw, o, 34, n_blocks, d)
             for t in range(n_tok):
-                _scaled(d, xd[t], dx)
                 if fine:
-                    out[t, r] = rowdot_fine_q8_0(raw, o, xq, xq_lo, t * n_cols, dx, 0, n_blocks)
+                    out[t, r] = rowdot_fine_q8_0(raw, r * row_bytes, xq, xq_lo, t * n_cols, xd, code_sums,
+                                                 t * n_blocks, n_blocks)
                 else:
-                    out[t, r] = rowdot_q8_0(raw, o, xq, t * n_cols, dx, 0, n_blocks)
+                    out[t, r] = rowdot_q8_0(raw, r * row_bytes, xq, t * n_cols, xd, code_sums, t * n_blocks,
+                                            n_blocks)
 
 
 @njit(**DOT)
-def gemv_q4_0(raw, xq, xq_lo, xd, xsum16, xsum32, out, threads):
+def gemv_q4_0(raw, xq, xq_lo, xd, xsum16, xsum32, code_sums, out, threads):
     n_tok, n_cols = xq.shape
     n_rows, row_bytes, n_blocks = raw.shape[0], raw.shape[1], n_cols // 32
     fine = xq_lo.shape[1] == n_cols
     parts = max(1, min(n_rows, threads))
     for part in prange(parts):
-        d, dx = np.empty(n_blocks, np.float32), np.empty(n_blocks, np.float32)
         for r in part_rows(part, parts, n_rows):
-            o = r * row_bytes
-            block_halves(raw, o, 18, n_blocks, d)
             for t in range(n_tok):
-                _scaled(d, xd[t], dx)
                 if fine:
-                    dot = rowdot_fine_q4_0(raw, o, xq, xq_lo, t * n_cols, dx, 0, n_blocks)
+                    out[t, r] = rowdot_fine_q4_0(raw, r * row_bytes, xq, xq_lo, t * n_cols, xd, xsum32,
+                                                 t * n_blocks, n_blocks)
                 else:
-                    dot = rowdot_q4_0(raw, o, xq, t * n_cols, dx, 0, n_blocks)
-                out[t, r] = dot - np.float32(8.0) * sum_products(d, xsum32[t])      # codes are value + 8
+                    out[t, r] = rowdot_q4_0(raw, r * row_bytes, xq, t * n_cols, xd, xsum32, t * n_blocks,
+                                            n_blocks)
 
 
 @njit(**DOT)
-def gemv_q4_k(raw, xq, xq_lo, xd, xsum16, xsum32, out, threads):
+def gemv_q4_k(raw, xq, xq_lo, xd, xsum16, xsum32, code_sums, out, threads):
     n_tok, n_cols = xq.shape
     n_rows, row_bytes, n_super = raw.shape[0], raw.shape[1], n_cols // 256
     fine = xq_lo.shape[1] == n_cols
@@ -88,7 +74,7 @@ def gemv_q4_k(raw, xq, xq_lo, xd, xsum16, xsum32, out, threads):
 
 
 @njit(**DOT)
-def gemv_q5_k(raw, xq, xq_lo, xd, xsum16, xsum32, out, threads):
+def gemv_q5_k(raw, xq, xq_lo, xd, xsum16, xsum32, code_sums, out, threads):
     n_tok, n_cols = xq.shape
     n_rows, row_bytes, n_super = raw.shape[0], raw.shape[1], n_cols // 256
     fine = xq_lo.shape[1] == n_cols
@@ -105,7 +91,7 @@ def gemv_q5_k(raw, xq, xq_lo, xd, xsum16, xsum32, out, threads):
 
 
 @njit(**DOT)
-def gemv_q6_k(raw, xq, xq_lo, xd, xsum16, xsum32, out, threads):
+def gemv_q6_k(raw, xq, xq_lo, xd, xsum16, xsum32, code_sums, out, threads):
     n_tok, n_cols = xq.shape
     n_rows, row_bytes, n_super = raw.shape[0], raw.shape[1], n_cols // 256
     fine = xq_lo.shape[1] == n_cols

@@ -84,5 +84,3 @@ def hsum(builder, v):
 
 def declare(builder, name, ret, params):
     return cgutils.get_or_insert_function(builder.module, ir.FunctionType(ret, params), name)
-
-

@@ -17,8 +17,9 @@ import numba
 import numpy as np
 from gguf import GGMLQuantizationType
 
-from . import floats, gemv, kquants, legacy
+from . import floats, gemm, gemv, kquants, legacy
 from .activations import Int8Activations
+from .gemm import Int16Tokens
 from .formats import check_supported, row_nbytes
 
 T = GGMLQuantizationType
@@ -43,7 +44,7 @@ class _Kernels:
     dequant: Callable               # (raw, row_ids, out)
     matvec: Callable                # (raw, x, xsum, out)
     sum_group: int = 32             # xsum = sums of x over runs of this many values
-    matvec_q8: Callable | None = None   # gemv.py: (raw, xq, xq_lo, xd, xsum16, xsum32, out, threads)
+    matvec_q8: Callable | None = None   # gemv.py: (raw, xq, xq_lo, xd, xsum16, xsum32, code_sums, out, threads)
     act_block: int = 32             # the int8 kernel's activations: one scale per this many values
 
 
@@ -130,7 +131,8 @@ def _int8_product(kernels: _Kernels, raw: np.ndarray, acts: Int8Activations, out
     if acts.block != kernels.act_block:
         raise ValueError(f"this type's int8 kernel takes activations in blocks of {kernels.act_block}, not {acts.block}")
     scales = acts.scales() if acts.block == 32 else acts.xd    # the k-quant kernels apply 1/254 themselves
-    kernels.matvec_q8(raw, acts.xq, acts.xq_lo, scales, acts.sum16, acts.sum32, out, numba.get_num_threads())
+    kernels.matvec_q8(raw, acts.xq, acts.xq_lo, scales, acts.sum16, acts.sum32, acts.code_sums, out,
+                      numba.get_num_threads())
 
 
 def quantize_activations(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -243,6 +245,21 @@ class BoundWeight:
         if out is None:
             return Y
         out[...] = Y
+        return out
+
+    @property
+    def has_int16(self) -> bool:
+        return self.qtype.name in gemm.FORMATS
+
+    def matmul_int16(self, acts: Int16Tokens, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """X @ Wᵀ for many tokens (prefill) with int16 activations (`Int16Tokens`, quant/gemm.py):
+        about twice the speed of dequantized tiles and BLAS; types without it take that path."""
+        if not self.has_int16:
+            return self.matmul(x, out)
+        if out is None:
+            out = np.empty((acts.n_tokens, self.n_rows), np.float32)
+        gemm.gemm16(self.raw, gemm.FORMATS[self.qtype.name], acts.x16, acts.xd, acts.xsum32, acts.n_tokens, out,
+                    numba.get_num_threads())
         return out
 
     def matmul_int8(self, acts: Int8Activations, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:

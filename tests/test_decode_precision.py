@@ -15,7 +15,7 @@ from raxcli.engine.weights import ModelWeights
 
 FIXTURES = Path(__file__).parent / "fixtures"
 QUANTIZED = ["tiny-vk2-Q8_0", "k256-Q4_K_M", "k256-mixed"]
-FINE_ATOL = 0.05          # measured: at most 0.017 (logits reach ±40)
+FINE_ATOL = 0.1           # measured: at most 0.043 (logits reach ±40)
 INT8_ATOL = 7.0           # llama.cpp's own distance on these files: up to 6.6
 
 

@@ -39,11 +39,14 @@ def numpy_layer(p, n_k, d):
 
 
 def fused(p, n_k, history=NO_HISTORY):
+    """The kernel keeps S transposed (DeltaNetCache.recurrent): in and out in S's layout here."""
     p = {k: v.copy() for k, v in p.items()}
+    p["states"] = np.ascontiguousarray(p["states"].transpose(0, 2, 1))
     out = np.empty_like(p["z"])
-    deltanet_recurrent(p["qkv"], p["z"], p["b_raw"], p["a_raw"], p["conv_w"], p["conv_state"], p["ssm_a"],
+    deltanet_recurrent(p["qkv"], p["z"], p["b_raw"], p["a_raw"], np.ascontiguousarray(p["conv_w"].T), p["conv_state"],
+                       p["ssm_a"],
                        p["dt_bias"], p["norm_w"], EPS, n_k, p["states"], history, out)
-    return out, p["conv_state"], p["states"]
+    return out, p["conv_state"], p["states"].transpose(0, 2, 1)
 
 
 @pytest.mark.parametrize("T, n_k, n_v", [
@@ -71,5 +74,28 @@ def test_tentative_tokens_leave_the_state_and_write_each_step_apart():
     for t in range(T):            # the state after token t is the state after feeding t + 1 tokens
         prefix = {k: (v[:t + 1] if k in PER_TOKEN else v) for k, v in p.items()}
         _, _, want = numpy_layer(prefix, n_k, d)
-        np.testing.assert_allclose(history[t], want, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(history[t].transpose(0, 2, 1), want, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(out, numpy_layer(p, n_k, d)[0], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("T, n_past", [(1, 0), (1, 37), (4, 20)])
+def test_short_attention_matches_the_blocked_numpy_attention(T, n_past):
+    from raxcli.engine.attention import causal_attention
+    from raxcli.engine.kernels import causal_attention_short
+    rng = np.random.default_rng(T + n_past)
+    q = rng.standard_normal((8, T, 32)).astype(np.float32)
+    keys = rng.standard_normal((2, n_past + T, 32)).astype(np.float32)
+    values = rng.standard_normal((2, n_past + T, 32)).astype(np.float32)
+    out = np.empty((T, 8, 32), np.float32)
+    causal_attention_short(q, keys, values, n_past, out)
+    np.testing.assert_allclose(out, causal_attention(q, keys, values, n_past), rtol=1e-5, atol=1e-5)
+
+
+def test_rms_norm_and_swiglu_match_their_numpy_definitions():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, 4, 64)).astype(np.float32)
+    w = rng.standard_normal(64).astype(np.float32)
+    want = x / np.sqrt(np.mean(x.astype(np.float64) ** 2, axis=-1, keepdims=True) + 1e-6) * w
+    np.testing.assert_allclose(ops.rms_norm(x, w, 1e-6), want, rtol=1e-5, atol=1e-6)
+    g, u = x[0], x[1]
+    np.testing.assert_allclose(ops.swiglu(g, u), g / (1 + np.exp(-g)) * u, rtol=1e-5, atol=1e-6)

@@ -80,3 +80,33 @@ def test_activations_of_the_wrong_block_size_are_refused(rng):
     X = rng.standard_normal((1, COLS[T.Q4_K])).astype(np.float32)
     with pytest.raises(ValueError, match="blocks of 256"):
         kernels.BoundWeight(raw, T.Q4_K, COLS[T.Q4_K]).matmul_int8(Int8Activations.quantize(X, block=32), X)
+
+
+# -- int16 products for many tokens (quant/gemm.py) ---------------------------------------------
+@pytest.mark.parametrize("qtype", TYPES, ids=lambda t: t.name)
+@pytest.mark.parametrize("n_tokens", [5, 37], ids=["one_group", "ragged_groups"])
+def test_int16_products_for_many_tokens_are_close_to_exact(qtype, n_tokens, rng):
+    from quant.gemm import Int16Tokens
+    raw, n = random_blocks(qtype, rng), COLS[qtype]
+    X = rng.standard_normal((n_tokens, n)).astype(np.float32)
+    want = X.astype(np.float64) @ kernels.dequantize(raw, qtype, n).T.astype(np.float64)
+    w = kernels.BoundWeight(raw, qtype, n)
+    assert w.has_int16
+    got = w.matmul_int16(Int16Tokens.quantize(X), X)
+    assert got.shape == (n_tokens, N_ROWS)             # N_ROWS is no multiple of the 8-row tile
+    assert 0 < relative_error(got, want) <= 2e-4
+
+
+def test_int16_activations_keep_14_bits_per_run_of_32(rng):
+    from quant.gemm import Int16Tokens
+    from quant.tile16 import TOKENS, X16_MAX
+    x = rng.standard_normal((TOKENS + 3, 64)).astype(np.float32)        # a group and a ragged one
+    acts = Int16Tokens.quantize(x)
+    assert acts.x16.shape == (2, 32, TOKENS, 2)                         # [groups, pairs, token, 2]
+    every = acts.x16.transpose(0, 2, 1, 3).reshape(2 * TOKENS, 64)      # back to [token, value]
+    values = every[:len(x)]
+    scale = np.repeat(acts.xd.transpose(0, 2, 1).reshape(2 * TOKENS, 2)[:len(x)], 32, axis=1)
+    assert np.abs(values).max() == X16_MAX
+    assert np.all(np.abs(values * scale - x) <= 0.5 * scale + 1e-7)
+    assert not every[len(x):].any()                                     # padding tokens
+    np.testing.assert_allclose(acts.xsum32, x.reshape(len(x), 2, 32).sum(-1), rtol=1e-5, atol=1e-5)

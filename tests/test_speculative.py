@@ -71,10 +71,12 @@ def test_rejected_drafts_are_rolled_back_and_the_mtp_cache_follows_the_trunk():
         spec.decode(token, s_spec)
     spec.forward(spec.embed(ids[:1]), s_spec)  # a new turn settles the pending batch
     plain.forward(plain.embed(ids[:1]), s_plain)
+    # (drafted tokens take the out-of-place loop of the DeltaNet kernel, whose float sums may
+    # round apart from the in-place one's: equal to float32 noise, not bit for bit)
     for a, b in zip(s_spec.layers, s_plain.layers):
         if isinstance(a, DeltaNetCache):
             np.testing.assert_allclose(a.recurrent, b.recurrent, rtol=0, atol=1e-5)
-            np.testing.assert_allclose(a.conv, b.conv, rtol=0, atol=1e-6)
+            np.testing.assert_allclose(a.conv, b.conv, rtol=1e-4, atol=1e-5)
         else:
             assert a.length == b.length == 41
             np.testing.assert_allclose(a.keys[:, :a.length], b.keys[:, :b.length], rtol=0, atol=1e-5)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import ops
+from . import kernels, ops
 from .state import KVCache
 from .weights import Activation
 
 QUERY_BLOCK = 512   # query rows per block: bounds the score matrix on long prompts
+SHORT_TOKENS = 16   # up to this many new tokens: the fused kernel (kernels.causal_attention_short)
 
 
 def causal_attention(q: np.ndarray, keys: np.ndarray, values: np.ndarray, n_past: int) -> np.ndarray:
@@ -60,5 +61,9 @@ class GatedAttention:
         n_past = cache.length
         keys, values = cache.append(k, v.transpose(1, 0, 2))
 
-        o = causal_attention(q, keys, values, n_past).reshape(T, self.n_head * d)
-        return w.attn_output(o * ops.sigmoid(gate))
+        if T <= SHORT_TOKENS:                                        # decode, drafted tokens
+            o = np.empty((T, self.n_head, d), np.float32)
+            kernels.causal_attention_short(q, keys, values, n_past, o)
+        else:
+            o = causal_attention(q, keys, values, n_past)
+        return w.attn_output(o.reshape(T, self.n_head * d) * ops.sigmoid(gate))

@@ -114,6 +114,7 @@ class GatedDeltaNet:
         self.n_v = config.ssm_n_v_heads
         self.d = config.ssm_state_size
         self.eps = config.rms_eps
+        self.conv_taps = np.ascontiguousarray(weights.ssm_conv1d.T)     # [kernel, conv_dim] for the fused kernel
 
     def __call__(self, x: np.ndarray, cache: DeltaNetCache) -> np.ndarray:
         """x: [T, n_embd] (already normed) → [T, n_embd]; cache updated in place."""
@@ -135,7 +136,7 @@ class GatedDeltaNet:
             reps = self.n_v // self.n_k
             q, k = np.tile(q, (1, reps, 1)), np.tile(k, (1, reps, 1))
 
-        o = chunked_delta_rule(q, k, v, g, beta, cache.recurrent)
+        o = chunked_delta_rule(q, k, v, g, beta, cache.recurrent.transpose(0, 2, 1))   # S from its Sᵀ storage
         o = ops.rms_norm(o, w.ssm_norm, self.eps) * ops.silu(z)
         return w.ssm_out(o.reshape(T, self.n_v * d))
 
@@ -149,6 +150,6 @@ class GatedDeltaNet:
                 raise RuntimeError("one forward of at most the reserved tokens per tentative step")
             history, cache.pending = cache.history, qkv
         out = np.empty((T, self.n_v * self.d), np.float32)
-        kernels.deltanet_recurrent(qkv, z, b_raw, a_raw, w.ssm_conv1d, cache.conv, w.ssm_a, w.ssm_dt_bias,
+        kernels.deltanet_recurrent(qkv, z, b_raw, a_raw, self.conv_taps, cache.conv, w.ssm_a, w.ssm_dt_bias,
                                    w.ssm_norm, self.eps, self.n_k, cache.recurrent, history, out)
         return out

@@ -26,39 +26,43 @@ def deltanet_recurrent(qkv, z, b_raw, a_raw, conv_w, conv_state, ssm_a, dt_bias,
         S ← S·e^g;  u = β(v − Sᵀk);  S ← S + k uᵀ;  o = Sᵀq;  out = rms(o)·norm_w·SiLU(z)
 
     qkv [T, conv_dim] (before the conv), z [T, n_v·d], b_raw / a_raw [T, n_v], conv_w
-    [conv_dim, K], conv_state [K-1, conv_dim] (updated), states [n_v, d, d] (the recurrent
-    state S per v-head, updated unless history is given), history [T', n_v, d, d]: when
-    T' >= T, the state after token t goes to history[t] and `states` is left as it was (drafted
-    tokens, some of which may be rolled back). out [T, n_v·d].
+    [K, conv_dim] (the conv kernel transposed: taps as rows), conv_state [K-1, conv_dim]
+    (updated), states [n_v, d_v, d_k] (Sᵀ per v-head, as DeltaNetCache keeps it; updated
+    unless history is given), history [T', n_v, d_v, d_k]: when T' >= T, the state after
+    token t goes to history[t] and `states` is left as it was (drafted tokens, some of which
+    may be rolled back). out [T, n_v·d].
     """
     T, conv_dim = qkv.shape
-    K = conv_w.shape[1]
+    K = conv_w.shape[0]
     n_v, d = states.shape[0], states.shape[1]
     key_dim = n_k * d
     keep = history.shape[0] >= T
     scale = np.float32(1.0) / np.sqrt(np.float32(d))
+    # the causal conv and its SiLU, every channel and token, in blocks of channels
+    mixed = np.empty((T, conv_dim), np.float32)
+    for block in nb.prange(conv_dim // d):
+        c0 = block * d
+        for t in range(T):
+            row = mixed[t, c0:c0 + d]
+            row[:] = 0.0
+            for j in range(K):
+                src = t - (K - 1) + j                    # which input this tap reads: state or batch
+                x = conv_state[K - 1 + src, c0:c0 + d] if src < 0 else qkv[src, c0:c0 + d]
+                w = conv_w[j, c0:c0 + d]
+                for i in range(d):
+                    row[i] += w[i] * x[i]
+            for i in range(d):
+                row[i] = _silu(row[i])
     for h in nb.prange(n_v):
         kh = h % n_k                      # tiled v-heads: v-head h reads k-head h mod n_k
-        chans = (kh * d, key_dim + kh * d, 2 * key_dim + h * d)
         q = np.empty(d, np.float32)
         k = np.empty(d, np.float32)
-        v = np.empty(d, np.float32)
-        kv = np.empty(d, np.float32)
         o = np.empty(d, np.float32)
         s_in = states[h]
         for t in range(T):
-            # causal conv over the inputs before token t (conv_state, then this batch's rows)
-            for part in range(3):
-                c0 = chans[part]
-                dst = q if part == 0 else (k if part == 1 else v)
-                for i in range(d):
-                    c = c0 + i
-                    acc = np.float32(0.0)
-                    for j in range(K):
-                        src = t - (K - 1) + j     # row of the input this tap reads
-                        x = conv_state[K - 1 + src, c] if src < 0 else qkv[src, c]
-                        acc += conv_w[c, j] * x
-                    dst[i] = _silu(acc)
+            q[:] = mixed[t, kh * d:(kh + 1) * d]
+            k[:] = mixed[t, key_dim + kh * d:key_dim + (kh + 1) * d]
+            v = mixed[t, 2 * key_dim + h * d:2 * key_dim + (h + 1) * d]
             qn = np.float32(0.0)
             kn = np.float32(0.0)
             for i in range(d):
@@ -72,25 +76,13 @@ def deltanet_recurrent(qkv, z, b_raw, a_raw, conv_w, conv_state, ssm_a, dt_bias,
             beta = np.float32(1.0) / (np.float32(1.0) + np.exp(-b_raw[t, h]))
             pre = a_raw[t, h] + dt_bias[h]
             softplus = pre if pre > 20.0 else np.log1p(np.exp(pre))
-            decay = np.exp(ssm_a[h] * softplus)
+            decay = np.float32(np.exp(ssm_a[h] * softplus))
             s_out = history[t, h] if keep else states[h]
-            # pass 1: what S (decayed) predicts for k
+            # S is stored transposed (row j: the d_k weights feeding value dimension j), so one
+            # pass over its rows does the whole step, each row staying in registers:
+            # (Sᵀk)_j = row_j·k;  u_j = β(v_j − e^g (Sᵀk)_j);  row_j ← e^g row_j + u_j k;  o_j = row_j·q
             for j in range(d):
-                kv[j] = 0.0
-            for i in range(d):
-                ki = k[i]
-                for j in range(d):
-                    kv[j] += s_in[i, j] * ki
-            for j in range(d):
-                kv[j] = (v[j] - kv[j] * decay) * beta        # u, the delta-rule write
-                o[j] = 0.0
-            # pass 2: S ← S·decay + k uᵀ, and o = Sᵀq
-            for i in range(d):
-                ki, qi = k[i], q[i]
-                for j in range(d):
-                    s = s_in[i, j] * decay + ki * kv[j]
-                    s_out[i, j] = s
-                    o[j] += s * qi
+                o[j] = _delta_row(s_in[j], s_out[j], k, q, v[j], decay, beta, keep)
             s_in = s_out
             # gated RMSNorm: rms(o) · norm_w · SiLU(z)
             ss = np.float32(0.0)
@@ -104,6 +96,29 @@ def deltanet_recurrent(qkv, z, b_raw, a_raw, conv_w, conv_state, ssm_a, dt_bias,
         _shift_conv_state(qkv, conv_state)
 
 
+@nb.njit(inline="always", fastmath={"reassoc", "contract", "nsz", "arcp"})
+def _delta_row(row_in, row_out, k, q, v_j, decay, beta, apart):
+    """One row of Sᵀ through a delta-rule step; returns o_j. In place (apart False) and out of
+    place are separate loops: in one loop LLVM could not rule out overlap and went scalar."""
+    d = row_in.size
+    pred = np.float32(0.0)
+    for i in range(d):
+        pred += row_in[i] * k[i]
+    u = (v_j - decay * pred) * beta
+    acc = np.float32(0.0)
+    if apart:
+        for i in range(d):
+            new = row_in[i] * decay + u * k[i]
+            row_out[i] = new
+            acc += new * q[i]
+    else:
+        for i in range(d):
+            new = row_in[i] * decay + u * k[i]
+            row_in[i] = new
+            acc += new * q[i]
+    return acc
+
+
 @nb.njit(cache=True)
 def _shift_conv_state(qkv, conv_state):
     T, keep = qkv.shape[0], conv_state.shape[0]
@@ -112,3 +127,47 @@ def _shift_conv_state(qkv, conv_state):
     else:
         conv_state[:keep - T] = conv_state[T:].copy()
         conv_state[keep - T:] = qkv
+
+
+@nb.njit(cache=True, parallel=True, fastmath={"reassoc", "contract", "nsz", "arcp"})
+def causal_attention_short(q, keys, values, n_past, out):
+    """Attention for a few new tokens (attention.causal_attention, fused): q [n_head, T, d];
+    keys / values [n_kv, n_past + T, d]; query t sees keys up to n_past + t; query head h
+    reads kv head h // (n_head / n_kv). out [T, n_head, d].
+
+    One task per (kv head, token): each key and value row is read once for the query heads
+    that share it."""
+    n_head, T, d = q.shape
+    n_kv = keys.shape[0]
+    group = n_head // n_kv
+    scale = np.float32(1.0) / np.sqrt(np.float32(d))
+    for task in nb.prange(n_kv * T):
+        kv, t = task // T, task % T
+        visible = n_past + t + 1
+        scores = np.empty((group, visible), np.float32)
+        for s in range(visible):
+            for g in range(group):
+                acc = np.float32(0.0)
+                for i in range(d):
+                    acc += q[kv * group + g, t, i] * keys[kv, s, i]
+                scores[g, s] = acc * scale
+        for g in range(group):
+            top = scores[g, 0]
+            for s in range(1, visible):
+                top = max(top, scores[g, s])
+            total = np.float32(0.0)
+            for s in range(visible):
+                e = np.exp(scores[g, s] - top)
+                scores[g, s] = e
+                total += e
+            for s in range(visible):
+                scores[g, s] /= total
+        o = np.zeros((group, d), np.float32)
+        for s in range(visible):
+            for g in range(group):
+                p = scores[g, s]
+                for i in range(d):
+                    o[g, i] += p * values[kv, s, i]
+        for g in range(group):
+            for i in range(d):
+                out[t, kv * group + g, i] = o[g, i]

@@ -9,10 +9,10 @@ import numpy as np
 @dataclass
 class DeltaNetCache:
     conv: np.ndarray        # [kernel - 1, conv_dim]: the last inputs of the causal conv
-    recurrent: np.ndarray   # [n_v_heads, d_k, d_v]: the delta-rule state S
+    recurrent: np.ndarray   # [n_v_heads, d_v, d_k]: the delta-rule state S, stored transposed (Sᵀ)
     # tentative tokens (TextState.begin_tentative): the state after each of them, and their
     # conv inputs; `conv` and `recurrent` stay as before them until TextState.commit
-    history: np.ndarray | None = None     # [max tentative tokens, n_v_heads, d_k, d_v]
+    history: np.ndarray | None = None     # [max tentative tokens, n_v_heads, d_v, d_k]
     pending: np.ndarray | None = None     # [tentative tokens, conv_dim]
     tentative: bool = False
 

@@ -25,7 +25,7 @@ class DecoderBlock:
         h = self.mixer(h, cache) if self.recurrent else self.mixer(h, cache, cos, sin)
         x = x + h
         h = Activation(ops.rms_norm(x, w.post_attention_norm, self.eps))
-        return x + w.ffn_down(ops.silu(w.ffn_gate(h)) * w.ffn_up(h))
+        return x + w.ffn_down(ops.swiglu(w.ffn_gate(h), w.ffn_up(h)))
 
 
 class TextModel:

@@ -14,6 +14,7 @@ from gguf import GGMLQuantizationType
 
 from quant import formats, kernels
 from quant.activations import Int8Activations
+from quant.gemm import Int16Tokens
 
 from .config import ConfigError, TextConfig
 from .gguf_file import GGUFFile, GGUFFormatError
@@ -31,11 +32,18 @@ class Activation:
     on first use and shared: the q/k/v/gate projections and the MLP's gate/up each read the
     same normed hidden state, which is then quantized once."""
 
-    __slots__ = ("x", "_int8")
+    __slots__ = ("x", "_int8", "_int16")
 
     def __init__(self, x: np.ndarray):
         self.x = np.ascontiguousarray(x, dtype=np.float32)
         self._int8 = []
+        self._int16 = None
+
+    def int16(self) -> Int16Tokens:
+        """The grouped int16 form for many tokens (prefill; quant/gemm.py)."""
+        if self._int16 is None:
+            self._int16 = Int16Tokens.quantize(self.x)
+        return self._int16
 
     def int8(self, fine: bool, block: int) -> Int8Activations:
         """The int8 form with one scale per `block` values (32, or 256 for the k-quants)."""
@@ -54,8 +62,9 @@ class Matrix:
     `activations` says how x meets the quantized blocks (`ModelWeights.set_activations`):
     "float" keeps it float32 (exact: the dequantized weights times x); "int8" quantizes it to
     int8 per 32 values as llama.cpp does; "fine" adds a residual int8 code (~15 bits). The int8
-    kinds serve up to INT8_TOKENS tokens (decode, drafted tokens); longer inputs (prefill)
-    take dequantized tiles and BLAS in float32.
+    kinds serve up to INT8_TOKENS tokens (decode, drafted tokens); longer inputs (prefill) go
+    through int16 activations (14 bits, quant/gemm.py) in both, dequantized tiles and BLAS
+    in float32 mode.
     """
 
     __slots__ = ("name", "raw", "ggml_type", "n_out", "n_in", "weight", "activations")
@@ -81,6 +90,8 @@ class Matrix:
         if self.activations != "float" and T <= self.INT8_TOKENS and self.weight.has_int8:
             acts = act.int8(self.activations == "fine", self.weight.activation_block)
             self.weight.matmul_int8(acts, act.x, out.reshape(T, self.n_out))
+        elif self.activations != "float" and T > self.INT8_TOKENS and self.weight.has_int16:
+            self.weight.matmul_int16(act.int16(), act.x, out)
         elif T == 1:
             self.weight.matvec(act.x[0], out.reshape(self.n_out))
         else:
