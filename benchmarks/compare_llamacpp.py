@@ -25,7 +25,6 @@ import statistics
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -136,10 +135,18 @@ def main() -> None:
     ap.add_argument("--wait-quiet", type=float, default=None, metavar="FRACTION",
                     help="before each run wait (up to 10 min) until at most this fraction of the CPU is busy")
     ap.add_argument("--json", type=Path, default=None, help="also write every run to this file")
+    ap.add_argument("--bandwidth-only", action="store_true", help="print the streaming-read GB/s and stop")
     args = ap.parse_args()
+    if args.bandwidth_only:
+        print(f"{memory_bandwidth(args.threads):.2f}")
+        return
 
     busy = wait_quiet(args.wait_quiet, 600) if args.wait_quiet is not None else cpu_busy()
-    bandwidth = memory_bandwidth(args.threads)
+    # in a process of its own: Linux carries the peak RSS over fork and exec, and the 2 GiB
+    # probe would show as the benchmarked processes' peak RSS
+    probe = subprocess.run([sys.executable, __file__, "--bandwidth-only", "--threads", str(args.threads)],
+                           capture_output=True, text=True, check=True)
+    bandwidth = float(probe.stdout.split()[-1])
     print(f"memory bandwidth, {args.threads} threads: {bandwidth:.1f} GB/s (cpu busy {busy:.0%} before)")
     report = {"bandwidth_gb_s": bandwidth, "threads": args.threads, "models": {}}
     for path in args.models:

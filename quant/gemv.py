@@ -19,7 +19,7 @@ from numba import njit, prange
 
 from .rows import DOT, part_rows
 from .kdot import kdot_fine_q4_k, kdot_fine_q5_k, kdot_fine_q6_k, kdot_q4_k, kdot_q5_k, kdot_q6_k
-from .rowdot import SIGNED_OFFSET, rowdot_fine_q4_0, rowdot_fine_q8_0, rowdot_q4_0, rowdot_q8_0
+from .rowdot import rowdot_fine_q4_0, rowdot_fine_q8_0, rowdot_q4_0, rowdot_q8_0
 
 
 @njit(**DOT)

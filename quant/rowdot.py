@@ -32,7 +32,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .irgen import DOT_FLAGS, F32, I8, I16, I32, data, hsum, load_vec, ptr, splat, vec
-from .simd import _SOURCES, _VNNI, _int_dot32
+from .simd import _SOURCES, _VNNI, int_dot32
 
 I64 = ir.IntType(64)
 N_ACC = 4               # blocks per loop iteration, one accumulator each
@@ -63,9 +63,9 @@ def _emit_rowdot(builder, fmt, raw_p, o0, xq_p, lo_p, x0, xd_p, sums_p, s0, coun
             codes = _SOURCES["nibbles32"][2](builder, raw_p, [builder.add(unit, _c(2))], I8)
             signed = False
         x_at = builder.add(x0, builder.mul(b, _c(32)))
-        part = _int_dot32(builder, codes, load_vec(builder, xq_p, x_at, I8, 32), None, None, signed)
+        part = int_dot32(builder, codes, load_vec(builder, xq_p, x_at, I8, 32), signed)
         if lo_p is not None:
-            low = _int_dot32(builder, codes, load_vec(builder, lo_p, x_at, I8, 32), None, None, signed)
+            low = int_dot32(builder, codes, load_vec(builder, lo_p, x_at, I8, 32), signed)
             part = builder.add(builder.mul(part, ir.Constant(vec(I32, 8), [FINE] * 8)), low)
         s_at = builder.add(s0, b)
         d = builder.fpext(builder.bitcast(builder.load(ptr(builder, raw_p, unit, I16), align=1), ir.HalfType()), F32)

@@ -18,7 +18,7 @@ A run's values come from one of these *sources* (j = 0 .. n-1, raw = the weight 
     int8_16/32  (off)          int8(raw[off+j])                        (Q8_0; Q6_K's scales)
 
 and each source has these steps, `src` being the tuple of the source's arguments above (the
-int8 dot products, `_int_dot32` over a source's codes, are emitted by rowdot.py's row loops):
+int8 dot products, `int_dot32` over a source's codes, are emitted by rowdot.py's row loops):
 
     fma_<src>(acc, raw, src, x, x_off, scale)       acc += scale * sum_j code_j * x[x_off+j]
     fma2_<src>(acc, raw, src, x, x_off, scale_lo, scale_hi)   the same, scale_lo for j < 16
@@ -263,43 +263,30 @@ def dot_packed8(typingctx, lo_word, hi_word, x, x_off):
     return sig, codegen
 
 
-def _int_dot32(builder, weights, xq, w_lo, w_hi, signed):
-    """<8 x i32> partial sums of w_j * weight_j * xq_j over 32 values (w_lo is None: all w_j = 1).
+def int_dot32(builder, codes, xq, signed):
+    """<8 x i32> partial sums of code_j * xq_j over 32 values (lane i: values 4i..4i+3).
 
-    Lane i holds values 4i..4i+3, so lanes 0-3 are the first 16 values and lanes 4-7 the rest.
-    With AVX-512 VNNI this is one vpdpbusd (u8 x s8, four products summed in int32) and a
-    vpmulld by the weights; on AVX2 it is llama.cpp's pmaddubsw (u8 x s8, adjacent pairs summed
-    in int16) and pmaddwd (x w, pairs summed in int32). Codes are at most 63 and |xq| at most
-    127, so the int16 pairs never saturate; signed weights (Q8_0) go in as |w| with xq given
-    w's sign.
+    With AVX-512 VNNI this is one vpdpbusd (u8 x s8, four products summed in int32); on AVX2
+    llama.cpp's pmaddubsw (u8 x s8, adjacent pairs summed in int16) and pmaddwd by ones.
+    Unsigned codes are at most 63 and |xq| at most 127, so the int16 pairs never saturate;
+    signed codes go in as |code| with xq given the code's sign.
     """
     v32i8, v16i16, v8i32 = vec(I8, 32), vec(I16, 16), vec(I32, 8)
     if (_AVX2 or _VNNI) and signed:
         sign = declare(builder, "llvm.x86.avx2.psign.b", v32i8, [v32i8, v32i8])
         absolute = declare(builder, "llvm.abs.v32i8", v32i8, [v32i8, I1])
-        xq = builder.call(sign, [xq, weights])
-        weights = builder.call(absolute, [weights, ir.Constant(I1, 0)])
+        xq = builder.call(sign, [xq, codes])
+        codes = builder.call(absolute, [codes, ir.Constant(I1, 0)])
     if _VNNI:
         dpbusd = declare(builder, "llvm.x86.avx512.vpdpbusd.256", v8i32, [v8i32, v8i32, v8i32])
-        part = builder.call(dpbusd, [ir.Constant(v8i32, [0] * 8), builder.bitcast(weights, v8i32),
+        return builder.call(dpbusd, [ir.Constant(v8i32, [0] * 8), builder.bitcast(codes, v8i32),
                                      builder.bitcast(xq, v8i32)])
-        if w_lo is None:
-            return part
-        w = concat(builder, splat_int(builder, w_lo, I32, 4), splat_int(builder, w_hi, I32, 4))
-        return builder.mul(part, w)
-    if w_lo is None:
-        one = ir.Constant(I16, 1)
-        w_lo = w_hi = one
-    w16 = concat(builder, splat_int(builder, w_lo, I16, 8), splat_int(builder, w_hi, I16, 8))
     if _AVX2:
         maddubs = declare(builder, "llvm.x86.avx2.pmadd.ub.sw", v16i16, [v32i8, v32i8])
         maddwd = declare(builder, "llvm.x86.avx2.pmadd.wd", v8i32, [v16i16, v16i16])
-        return builder.call(maddwd, [builder.call(maddubs, [weights, xq]), w16])
+        return builder.call(maddwd, [builder.call(maddubs, [codes, xq]), ir.Constant(v16i16, [1] * 16)])
     ext = builder.sext if signed else builder.zext
-    prod = builder.mul(ext(weights, vec(I32, 32)), builder.sext(xq, vec(I32, 32)))
-    w32 = builder.sext(builder.shuffle_vector(w16, w16, const_vec(I32, [j // 2 for j in range(32)])),
-                       vec(I32, 32))
-    return fold8(builder, builder.mul(prod, w32))
+    return fold8(builder, builder.mul(ext(codes, vec(I32, 32)), builder.sext(xq, vec(I32, 32))))
 
 
 fma_codes16, fma_codes32 = _make_fma("codes16"), _make_fma("codes32")

@@ -13,6 +13,7 @@ import time
 import numpy as np
 
 from .loader import find_model, load_model, set_threads
+from .warmup import warm_up
 
 
 def peak_rss_mb() -> float:
@@ -29,11 +30,7 @@ def run_bench(model: str | None, threads: int | None, prompt_tokens: int, gen_to
     prompt = rng.integers(0, vocab, prompt_tokens).tolist()
 
     if warmup:   # compile (or load from the cache) and touch every kernel once, off the clock
-        from .engine.deltanet import RECURRENT_TOKENS
-        state = m.new_state()
-        m.prefill(prompt[:RECURRENT_TOKENS + 1], state)      # the long-prompt path
-        m.prefill(prompt[:2], state)                         # the short-batch path
-        m.decode(prompt[0], state)
+        warm_up(m)
 
     state = m.new_state()
     t0 = time.perf_counter()

@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .blas_threads import set_blas_threads
 from .engine.speculative import SpeculativeModel
 from .engine.text import TextModel
 from .engine.weights import ModelFileError, ModelWeights
@@ -25,6 +26,11 @@ MODEL_HELP = (
 # how decode steps feed the quantized matrices (TextModel): int8 codes plus an int8 residual,
 # about twice as fast as float32 and as exact for greedy decoding (see engine/text.py)
 DECODE_ACTIVATIONS = "fine"
+# drafted tokens per step of self-speculative decoding with the file's MTP block
+# (engine/speculative.py). Off unless RAX_MTP_DRAFTS is set: on a 2-core machine decoding is
+# compute-bound, and verifying k drafts costs 0.8 x (k + 1) plain steps, so it never pays
+# there (benchmarks/bench_speculative.py); where decoding is bandwidth-bound it does.
+MTP_DRAFTS = int(os.environ.get("RAX_MTP_DRAFTS", "0"))
 
 
 def model_search_dirs() -> list[Path]:
@@ -52,6 +58,7 @@ def set_threads(threads: int | None) -> int:
     n = threads or default_threads()
     n = max(1, min(n, numba.config.NUMBA_NUM_THREADS))
     numba.set_num_threads(n)
+    set_blas_threads(n)
     return n
 
 
@@ -88,8 +95,8 @@ def load_model(path: str | Path) -> LoadedModel:
     except ValueError as exc:   # tokenizer metadata rax cannot use
         raise UserError(f"{path}: {exc}") from None
     model = TextModel(weights, activations=DECODE_ACTIVATIONS)
-    if weights.mtp is not None:         # the file carries an MTP block: draft with it
-        model = SpeculativeModel(model)
+    if weights.mtp is not None and MTP_DRAFTS > 0:      # the file carries an MTP block: draft with it
+        model = SpeculativeModel(model, n_draft=MTP_DRAFTS)
     template = weights.file.metadata.get("tokenizer.chat_template")
     return LoadedModel(path, weights, model, tokenizer, template, Generator(model, tokenizer),
                        time.perf_counter() - t0)

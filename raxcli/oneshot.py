@@ -12,6 +12,7 @@ from .generate import Completion, ContextOverflow, GenerationSettings
 from .loader import find_model, load_model, set_threads
 from .sampling import SamplingParams, recommended_params
 from .tool_schemas import load_tools
+from .warmup import warm_up
 
 
 @dataclass
@@ -91,6 +92,7 @@ def run(req: Request, stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr, 
     mmproj = mmproj_for(req, path)
     set_threads(req.threads)
     loaded = load_model(path)
+    warm_up(loaded.model, stderr)        # compile (first run) or load the kernels, with a notice
     tok = loaded.tokenizer
     segment = None
 

@@ -75,11 +75,11 @@ def test_rejected_drafts_are_rolled_back_and_the_mtp_cache_follows_the_trunk():
     # round apart from the in-place one's: equal to float32 noise, not bit for bit)
     for a, b in zip(s_spec.layers, s_plain.layers):
         if isinstance(a, DeltaNetCache):
-            np.testing.assert_allclose(a.recurrent, b.recurrent, rtol=0, atol=1e-5)
+            np.testing.assert_allclose(a.recurrent, b.recurrent, rtol=1e-4, atol=1e-5)
             np.testing.assert_allclose(a.conv, b.conv, rtol=1e-4, atol=1e-5)
         else:
             assert a.length == b.length == 41
-            np.testing.assert_allclose(a.keys[:, :a.length], b.keys[:, :b.length], rtol=0, atol=1e-5)
+            np.testing.assert_allclose(a.keys[:, :a.length], b.keys[:, :b.length], rtol=1e-4, atol=1e-5)
     # the MTP cache: one entry per position, each from (trunk hidden before, token), as if
     # the whole sequence had been fed plainly
     fed = ids + ids[:1]

@@ -13,7 +13,7 @@ from . import kernels, ops
 from .state import KVCache
 from .weights import Activation
 
-QUERY_BLOCK = 512   # query rows per block: bounds the score matrix on long prompts
+QUERY_BLOCK = 128   # query rows per block: bounds the score matrix (and its temporaries) on long prompts
 SHORT_TOKENS = 16   # up to this many new tokens: the fused kernel (kernels.causal_attention_short)
 
 
@@ -63,7 +63,9 @@ class GatedAttention:
 
         if T <= SHORT_TOKENS:                                        # decode, drafted tokens
             o = np.empty((T, self.n_head, d), np.float32)
-            kernels.causal_attention_short(q, keys, values, n_past, o)
+            # the whole cache arrays (C-contiguous; positions past n_past + T unread): a view of
+            # the first positions has unknown strides to Numba, and the loops went scalar (25x)
+            kernels.causal_attention_short(q, cache.keys, cache.values, n_past, o)
         else:
             o = causal_attention(q, keys, values, n_past)
         return w.attn_output(o.reshape(T, self.n_head * d) * ops.sigmoid(gate))

@@ -132,8 +132,9 @@ def _shift_conv_state(qkv, conv_state):
 @nb.njit(cache=True, parallel=True, fastmath={"reassoc", "contract", "nsz", "arcp"})
 def causal_attention_short(q, keys, values, n_past, out):
     """Attention for a few new tokens (attention.causal_attention, fused): q [n_head, T, d];
-    keys / values [n_kv, n_past + T, d]; query t sees keys up to n_past + t; query head h
-    reads kv head h // (n_head / n_kv). out [T, n_head, d].
+    keys / values [n_kv, ≥ n_past + T, d] (positions past n_past + T are not read); query t
+    sees keys up to n_past + t; query head h reads kv head h // (n_head / n_kv). out
+    [T, n_head, d].
 
     One task per (kv head, token): each key and value row is read once for the query heads
     that share it."""

@@ -48,7 +48,8 @@ class KVCache:
         T = k.shape[1]
         need = self.length + T
         if self.keys is None or need > self.keys.shape[1]:
-            capacity = max(need + self.GROW, 2 * (0 if self.keys is None else self.keys.shape[1]))
+            # a quarter more than needed: doubling left up to half of a 4k-token cache unused
+            capacity = need + max(self.GROW, need // 4)
             grown_k = np.zeros((self.n_head_kv, capacity, self.head_dim), np.float32)
             grown_v = np.zeros_like(grown_k)
             if self.keys is not None:

@@ -10,6 +10,9 @@ from .state import TextState
 from .weights import Activation, LayerWeights, ModelWeights
 
 
+PREFILL_CHUNK = 512     # tokens per trunk pass on long prompts (a multiple of the delta rule's chunk)
+
+
 class DecoderBlock:
     """Pre-norm residual block: token mixer (DeltaNet or gated attention), then SwiGLU MLP."""
 
@@ -55,10 +58,16 @@ class TextModel:
 
         positions: [3, T] rotary positions (temporal, height, width); text tokens default to
         consecutive positions from `state.next_position` on all three streams. With explicit
-        positions (vision tokens), text resumes after the largest one, as get_rope_index does."""
+        positions (vision tokens), text resumes after the largest one, as get_rope_index does.
+        Long inputs go through in pieces of PREFILL_CHUNK tokens (the same result: every cache
+        carries over), which bounds the activations' memory on long prompts."""
         c = self.config
         x = np.ascontiguousarray(embeddings, dtype=np.float32)
         T = x.shape[0]
+        if T > PREFILL_CHUNK:
+            return np.concatenate([
+                self.forward(x[a:a + PREFILL_CHUNK], state, None if positions is None else positions[:, a:a + PREFILL_CHUNK])
+                for a in range(0, T, PREFILL_CHUNK)])
         if positions is None:
             positions = np.broadcast_to(np.arange(state.next_position, state.next_position + T), (3, T))
             state.next_position += T
