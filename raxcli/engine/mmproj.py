@@ -20,8 +20,7 @@ import numpy as np
 
 from quant import formats, kernels
 
-from .gguf_file import GGUFFile, GGUFFormatError
-from .weights import Matrix, ModelFileError
+from .weights import Matrix, ModelFileError, open_gguf
 
 PROJECTOR = "qwen3vl_merger"
 
@@ -118,14 +117,7 @@ class VisionWeights:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        if not self.path.exists():
-            raise ModelFileError(f"{self.path}: no such file")
-        if self.path.is_dir():
-            raise ModelFileError(f"{self.path}: is a folder, not an mmproj GGUF file")
-        try:
-            self.file = GGUFFile(self.path)
-        except GGUFFormatError as exc:
-            raise ModelFileError(f"{self.path}: {exc}") from None
+        self.file = open_gguf(self.path, "an mmproj GGUF")
         self.config = c = VisionConfig.from_metadata(self.file.metadata, self.path)
         for info in self.file.tensors.values():
             if not formats.is_supported(info.ggml_type):

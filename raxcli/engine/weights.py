@@ -147,9 +147,16 @@ class MTPWeights:
     head: Matrix                    # nextn.shared_head_head, else the output matrix
 
 
-_ATTENTION = ("attn_q", "attn_k", "attn_v", "attn_output")
-_ATTENTION_NORMS = ("attn_q_norm", "attn_k_norm")
-_DELTANET = ("attn_qkv", "attn_gate", "ssm_beta", "ssm_alpha", "ssm_out")
+def open_gguf(path: Path, kind: str = "a GGUF") -> GGUFFile:
+    """Map a GGUF file, or say in one line why it cannot be (ModelFileError names the file)."""
+    if not path.exists():
+        raise ModelFileError(f"{path}: no such file")
+    if path.is_dir():
+        raise ModelFileError(f"{path}: is a folder, not {kind} file")
+    try:
+        return GGUFFile(path)
+    except GGUFFormatError as exc:
+        raise ModelFileError(f"{path}: {exc}") from None
 
 
 class ModelWeights:
@@ -157,14 +164,7 @@ class ModelWeights:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        if not self.path.exists():
-            raise ModelFileError(f"{self.path}: no such file")
-        if self.path.is_dir():
-            raise ModelFileError(f"{self.path}: is a folder, not a GGUF file")
-        try:
-            self.file = GGUFFile(self.path)
-        except GGUFFormatError as exc:
-            raise ModelFileError(f"{self.path}: {exc}") from None
+        self.file = open_gguf(self.path)
         md = self.file.metadata
         tokens = md.get("tokenizer.ggml.tokens")
         n_vocab = None
