@@ -143,8 +143,15 @@ def run(req: Request, stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr, 
         stdout.write("\n")
         return {}
 
+    return json_result(str(path), completion, req, boxes, tools, load_s=loaded.load_s,
+                       vision_s=segment.vision_s if segment else 0.0)
+
+
+def json_result(model: str, completion: Completion, req: Request, boxes: list, tools,
+                load_s: float = 0.0, vision_s: float = 0.0) -> dict:
+    """The one `--json` object of ../shared/CONTRACT.md (peak_rss_mb is added by the CLI)."""
     result = {
-        "model": str(path),
+        "model": model,
         "prompt_token_ids": completion.prompt_token_ids,
         "token_ids": completion.token_ids,
         "text": completion.text,
@@ -160,10 +167,10 @@ def run(req: Request, stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr, 
                                 for c in parse_tool_calls(completion.text, tools)[1]]
     s = completion.stats
     result["stats"] = {
-        "prompt_tokens": s.get("prompt_tokens", len(prompt_ids)),
+        "prompt_tokens": s.get("prompt_tokens", len(completion.prompt_token_ids)),
         "generated_tokens": s.get("generated_tokens", len(completion.token_ids)),
-        "load_s": round(loaded.load_s, 3),
-        "vision_s": round(segment.vision_s, 3) if segment else 0.0,
+        "load_s": round(load_s, 3),
+        "vision_s": round(vision_s, 3),
         "prefill_tok_s": round(s.get("prefill_tok_s", 0.0), 2),
         "decode_tok_s": round(s.get("decode_tok_s", 0.0), 2),
     }

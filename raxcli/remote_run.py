@@ -7,10 +7,9 @@ from typing import TextIO
 
 from .errors import UserError
 from .generate import Completion
-from .oneshot import Request, boxes_named, interactive, print_steps, read_prompt
+from .oneshot import Request, boxes_named, interactive, json_result, print_steps, read_prompt
 from .remote import RemoteBackend, RemoteSettings
 from .tool_schemas import load_tools
-from .tools import parse_tool_calls
 
 
 def remote_settings(req: Request) -> RemoteSettings:
@@ -59,18 +58,4 @@ def run_remote(req: Request, stdout: TextIO = sys.stdout, stderr: TextIO = sys.s
     if not req.json:
         stdout.write("\n")
         return {}
-    result = {"model": backend.model, "prompt_token_ids": completion.prompt_token_ids,
-              "token_ids": completion.token_ids, "text": completion.text, "thinking": completion.thinking,
-              "finish_reason": completion.finish_reason}
-    if req.top_logprobs:
-        result["logprobs"] = [lp.as_dict() for lp in completion.logprobs]
-    result["boxes"] = boxes
-    if tools is not None:
-        result["tool_calls"] = [{"name": c.name, "arguments": c.arguments}
-                                for c in parse_tool_calls(completion.text, tools)[1]]
-    s = completion.stats
-    result["stats"] = {
-        "prompt_tokens": s.get("prompt_tokens", 0), "generated_tokens": s.get("generated_tokens", 0),
-        "load_s": 0.0, "vision_s": 0.0,
-        "prefill_tok_s": round(s.get("prefill_tok_s", 0.0), 2), "decode_tok_s": round(s.get("decode_tok_s", 0.0), 2)}
-    return result
+    return json_result(backend.model, completion, req, boxes, tools)

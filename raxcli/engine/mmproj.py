@@ -20,7 +20,7 @@ import numpy as np
 
 from quant import formats, kernels
 
-from .weights import Matrix, ModelFileError, open_gguf
+from .weights import CheckedTensors, Matrix, ModelFileError, open_gguf
 
 PROJECTOR = "qwen3vl_merger"
 
@@ -112,7 +112,7 @@ class VisionBlockWeights:
     ffn_down_b: np.ndarray
 
 
-class VisionWeights:
+class VisionWeights(CheckedTensors):
     """Opens and validates an mmproj GGUF: metadata, tensor presence, types and shapes."""
 
     def __init__(self, path: str | Path):
@@ -137,18 +137,6 @@ class VisionWeights:
         self.mm0_b = self.dense("mm.0.bias", (merged,))
         self.mm2 = self.matrix("mm.2.weight", c.projection_dim, merged)
         self.mm2_b = self.dense("mm.2.bias", (c.projection_dim,))
-
-    def _info(self, name: str):
-        info = self.file.tensors.get(name)
-        if info is None:
-            raise ModelFileError(f"{self.path}: tensor {name} is missing")
-        return info
-
-    def matrix(self, name: str, n_out: int, n_in: int) -> Matrix:
-        info = self._info(name)
-        if info.shape != (n_out, n_in):
-            raise ModelFileError(f"{self.path}: tensor {name} has shape {info.shape}, expected {(n_out, n_in)}")
-        return Matrix(name, self.file.raw(name), info.ggml_type, n_out, n_in)
 
     def dense(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
         """A small tensor as float32 in `shape` (dequantized row by row)."""

@@ -159,7 +159,26 @@ def open_gguf(path: Path, kind: str = "a GGUF") -> GGUFFile:
         raise ModelFileError(f"{path}: {exc}") from None
 
 
-class ModelWeights:
+class CheckedTensors:
+    """Tensor access that names the file and the tensor when one is missing or misshapen
+    (shared by the text model and the mmproj)."""
+    path: Path
+    file: GGUFFile
+
+    def _info(self, name: str):
+        info = self.file.tensors.get(name)
+        if info is None:
+            raise ModelFileError(f"{self.path}: tensor {name} is missing")
+        return info
+
+    def matrix(self, name: str, n_out: int, n_in: int) -> Matrix:
+        info = self._info(name)
+        if info.shape != (n_out, n_in):
+            raise ModelFileError(f"{self.path}: tensor {name} has shape {info.shape}, expected {(n_out, n_in)}")
+        return Matrix(name, self.file.raw(name), info.ggml_type, n_out, n_in)
+
+
+class ModelWeights(CheckedTensors):
     """Opens and validates a GGUF: architecture, tensor types, presence and shapes."""
 
     def __init__(self, path: str | Path):
@@ -186,19 +205,6 @@ class ModelWeights:
         self.output_norm = self.vector("output_norm.weight", c.n_embd)
         self.layers = [self._layer(i) for i in range(c.n_layer)]
         self.mtp = self._mtp() if c.n_nextn else None
-
-    # -- tensor access with checks -----------------------------------------
-    def _info(self, name: str):
-        info = self.file.tensors.get(name)
-        if info is None:
-            raise ModelFileError(f"{self.path}: tensor {name} is missing")
-        return info
-
-    def matrix(self, name: str, n_out: int, n_in: int) -> Matrix:
-        info = self._info(name)
-        if info.shape != (n_out, n_in):
-            raise ModelFileError(f"{self.path}: tensor {name} has shape {info.shape}, expected {(n_out, n_in)}")
-        return Matrix(name, self.file.raw(name), info.ggml_type, n_out, n_in)
 
     def vector(self, name: str, *shape: int) -> np.ndarray:
         info = self._info(name)
