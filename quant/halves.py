@@ -33,6 +33,20 @@ def load_f16(typingctx, raw, off):
 
 
 @intrinsic
+def half_at(typingctx, halves, index):
+    """float32 of halves.flat[index], a C-contiguous uint16 array holding IEEE half bits (a
+    float16 NumPy array viewed as uint16: Numba has no float16). In a loop over index, LLVM
+    turns it into vector conversions (vcvtph2ps)."""
+    sig = types.float32(halves, index)
+
+    def codegen(context, builder, signature, args):
+        base = data(context, builder, signature.args[0], args[0])
+        bits = builder.load(ptr(builder, base, args[1], I16), align=2)
+        return builder.fpext(builder.bitcast(bits, ir.HalfType()), F32)
+    return sig, codegen
+
+
+@intrinsic
 def load_f16x8(typingctx, raw, off, stride, out, out_off):
     """out[out_off + i] = the half at raw[off + stride * i], for i < 8 (scales of 8 blocks).
 

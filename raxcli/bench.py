@@ -33,6 +33,7 @@ def run_bench(model: str | None, threads: int | None, prompt_tokens: int, gen_to
         warm_up(m)
 
     state = m.new_state()
+    state.reserve(prompt_tokens + gen_tokens)
     t0 = time.perf_counter()
     logits = m.prefill(prompt, state)
     prefill_s = time.perf_counter() - t0

@@ -97,6 +97,7 @@ class Generator:
                 f"the prompt is {len(prompt_ids)} tokens; with {state.n_tokens} already in the "
                 f"conversation it does not fit the context of {limit} tokens")
         max_new = min(settings.max_tokens, limit - state.n_tokens - len(prompt_ids))
+        state.reserve(state.n_tokens + len(prompt_ids) + max_new)
         sampler = Sampler(settings.params)
         thinking = thinking_open_at_end(prompt_ids, self.think_id, self.end_think_id)
         thought_tokens = 0
@@ -105,9 +106,12 @@ class Generator:
         forced: list[int] = []          # tokens we insert (closing a thinking budget)
 
         t0 = time.perf_counter()
-        if embeddings is None:
-            embeddings = model.embed(prompt_ids)
-        logits = model.logits(model.forward(embeddings, state, positions)[-1])
+        if embeddings is None and positions is None:
+            logits = model.prefill(prompt_ids, state)
+        else:
+            if embeddings is None:
+                embeddings = model.embed(prompt_ids)
+            logits = model.logits(model.forward(embeddings, state, positions, last_only=True)[-1])
         t_prefill = time.perf_counter() - t0
         t_decode0 = time.perf_counter()
         finish = "length"

@@ -6,6 +6,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from .blas_threads import set_blas_threads
 from .engine.speculative import SpeculativeModel
 from .engine.text import TextModel
@@ -26,11 +28,16 @@ MODEL_HELP = (
 # how decode steps feed the quantized matrices (TextModel): int8 codes plus an int8 residual,
 # about twice as fast as float32 and as exact for greedy decoding (see engine/text.py)
 DECODE_ACTIVATIONS = "fine"
+# the attention layers' keys and values, in float16 as llama.cpp keeps them: half the memory
+# of float32 (48 MB at 4k tokens, 2B), logits within tests/test_decode_precision.py's bound
+KV_CACHE_DTYPE = np.float16
 # drafted tokens per step of self-speculative decoding with the file's MTP block
 # (engine/speculative.py). Off unless RAX_MTP_DRAFTS is set: on a 2-core machine decoding is
 # compute-bound, and verifying k drafts costs 0.8 x (k + 1) plain steps, so it never pays
 # there (benchmarks/bench_speculative.py); where decoding is bandwidth-bound it does.
 MTP_DRAFTS = int(os.environ.get("RAX_MTP_DRAFTS", "0"))
+# metadata the tokenizer has taken over: dropped from the GGUF's metadata after loading
+VOCABULARY_ARRAYS = ("tokenizer.ggml.tokens", "tokenizer.ggml.token_type", "tokenizer.ggml.merges")
 
 
 def model_search_dirs() -> list[Path]:
@@ -90,11 +97,12 @@ def load_model(path: str | Path) -> LoadedModel:
     try:
         weights = ModelWeights(path)
         tokenizer = Tokenizer.from_gguf_metadata(weights.file.metadata)
+        weights.file.forget(*VOCABULARY_ARRAYS)
     except ModelFileError as exc:
         raise UserError(str(exc)) from None
     except ValueError as exc:   # tokenizer metadata rax cannot use
         raise UserError(f"{path}: {exc}") from None
-    model = TextModel(weights, activations=DECODE_ACTIVATIONS)
+    model = TextModel(weights, activations=DECODE_ACTIVATIONS, kv_dtype=KV_CACHE_DTYPE)
     if weights.mtp is not None and MTP_DRAFTS > 0:      # the file carries an MTP block: draft with it
         model = SpeculativeModel(model, n_draft=MTP_DRAFTS)
     template = weights.file.metadata.get("tokenizer.chat_template")

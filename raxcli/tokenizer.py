@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tokenizers import AddedToken, Regex, decoders, normalizers, pre_tokenizers
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers.models import BPE
@@ -77,11 +78,13 @@ class Tokenizer:
             raise ValueError(f"tokenizer has {len(tokens)} tokens but {len(token_types)} token types")
         self.pre = pre
         self.eos_id, self.bos_id, self.padding_id = eos_id, bos_id, padding_id
-        self._tokens = list(tokens)
-        self._types = list(token_types)
-
-        n = len(self._tokens)
-        vocab = dict(zip(reversed(self._tokens), range(n - 1, -1, -1)))   # a repeated text keeps its first id
+        # The token texts live in the Rust tokenizer (id_to_token); keeping them as Python
+        # strings as well cost ~20 MB for a 248k vocabulary. Only the ids it cannot answer,
+        # later repeats of a text (the vocabulary keeps a text's first id), are kept here.
+        self._n_tokens = n = len(tokens)
+        self._types = np.asarray(token_types, dtype=np.int8)
+        vocab = dict(zip(reversed(tokens), range(n - 1, -1, -1)))   # a repeated text keeps its first id
+        self._repeats = {} if len(vocab) == n else {i: t for i, t in enumerate(tokens) if vocab[t] != i}
         # "a b" -> ("a", "b"); byte-level token text never holds a plain space
         pairs = [tuple(m.split(" ", 1)) for m in merges]
         try:
@@ -97,8 +100,8 @@ class Tokenizer:
         tok.decoder = decoders.ByteLevel()
         # Added tokens keep their vocabulary ids (the text is already in the BPE vocab).
         # llama.cpp's converter stores them as plain text, not byte-level encoded.
-        added = [AddedToken(self._tokens[i], special=self._types[i] == TOKEN_CONTROL, normalized=False)
-                 for i in range(len(self._tokens)) if self._types[i] in (TOKEN_CONTROL, TOKEN_USER_DEFINED)]
+        added = [AddedToken(tokens[i], special=bool(self._types[i] == TOKEN_CONTROL), normalized=False)
+                 for i in np.flatnonzero((self._types == TOKEN_CONTROL) | (self._types == TOKEN_USER_DEFINED))]
         tok.add_special_tokens(added)
         self._tok = tok
         self._bytes_cache: dict[int, bytes] = {}
@@ -146,7 +149,11 @@ class Tokenizer:
     # -- the vocabulary ------------------------------------------------------
     @property
     def vocab_size(self) -> int:
-        return len(self._tokens)
+        return self._n_tokens
+
+    def _text(self, token_id: int) -> str:
+        text = self._repeats.get(token_id)
+        return text if text is not None else self._tok.id_to_token(token_id)
 
     def id_of(self, token: str) -> int | None:
         """The id of a token given by its vocabulary text (`"<|im_end|>"`, `"Ġthe"`), or None."""
@@ -157,9 +164,9 @@ class Tokenizer:
         cached = self._bytes_cache.get(token_id)
         if cached is not None:
             return cached
-        if not 0 <= token_id < len(self._tokens):
+        if not 0 <= token_id < self._n_tokens:
             return b""
-        text = self._tokens[token_id]
+        text = self._text(token_id)
         if self._types[token_id] in (TOKEN_CONTROL, TOKEN_USER_DEFINED):
             raw = text.encode("utf-8")
         else:
@@ -177,11 +184,11 @@ class Tokenizer:
 
     @property
     def bos_token(self) -> str | None:
-        return self._tokens[self.bos_id] if self.bos_id is not None and self.bos_id < self.vocab_size else None
+        return self._text(self.bos_id) if self.bos_id is not None and self.bos_id < self.vocab_size else None
 
     @property
     def eos_token(self) -> str | None:
-        return self._tokens[self.eos_id] if self.eos_id is not None and self.eos_id < self.vocab_size else None
+        return self._text(self.eos_id) if self.eos_id is not None and self.eos_id < self.vocab_size else None
 
     # -- encode / decode -----------------------------------------------------
     def encode(self, text: str) -> list[int]:

@@ -81,14 +81,57 @@ def test_tentative_tokens_leave_the_state_and_write_each_step_apart():
 @pytest.mark.parametrize("T, n_past", [(1, 0), (1, 37), (4, 20)])
 def test_short_attention_matches_the_blocked_numpy_attention(T, n_past):
     from raxcli.engine.attention import causal_attention
-    from raxcli.engine.kernels import causal_attention_short
+    from raxcli.engine.kernels import fused_causal_attention
     rng = np.random.default_rng(T + n_past)
     q = rng.standard_normal((8, T, 32)).astype(np.float32)
     keys = rng.standard_normal((2, n_past + T, 32)).astype(np.float32)
     values = rng.standard_normal((2, n_past + T, 32)).astype(np.float32)
     out = np.empty((T, 8, 32), np.float32)
-    causal_attention_short(q, keys, values, n_past, out)
+    fused_causal_attention(q, keys, values, n_past, out)
     np.testing.assert_allclose(out, causal_attention(q, keys, values, n_past), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("T, n_past", [(1, 0), (1, 37), (3, 300)])
+def test_short_attention_reads_a_float16_cache_as_its_float32_values(T, n_past):
+    from raxcli.engine.attention import causal_attention
+    from raxcli.engine.kernels import fused_causal_attention
+    rng = np.random.default_rng(T + n_past)
+    q = rng.standard_normal((8, T, 64)).astype(np.float32)
+    keys = rng.standard_normal((2, n_past + T + 5, 64)).astype(np.float16)     # spare capacity, unread
+    values = rng.standard_normal((2, n_past + T + 5, 64)).astype(np.float16)
+    out = np.empty((T, 8, 64), np.float32)
+    fused_causal_attention(q, keys.view(np.uint16), values.view(np.uint16), n_past, out)
+    want = causal_attention(q, keys[:, :n_past + T].astype(np.float32), values[:, :n_past + T].astype(np.float32), n_past)
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+
+
+def test_a_float16_kv_cache_keeps_what_it_is_given_to_half_precision():
+    from raxcli.engine.state import KVCache
+    rng = np.random.default_rng(0)
+    cache = KVCache(2, 16, dtype=np.float16)
+    k, v = rng.standard_normal((2, 300, 16)).astype(np.float32), rng.standard_normal((2, 300, 16)).astype(np.float32)
+    cache.append(k[:, :100], v[:, :100])
+    keys, values = cache.append(k[:, 100:], v[:, 100:])        # grows: the first 100 carried over
+    assert keys.dtype == np.float16 and keys.shape == (2, 300, 16)
+    np.testing.assert_allclose(keys, k, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(values, v, rtol=1e-3, atol=1e-4)
+    kk, vv = cache.kernel_arrays()
+    assert kk.dtype == np.uint16 and np.shares_memory(kk, cache.keys)
+
+
+def test_a_reserved_kv_cache_takes_its_tokens_without_reallocating():
+    from raxcli.engine.state import KVCache
+    rng = np.random.default_rng(1)
+    cache = KVCache(2, 8, dtype=np.float16)
+    k = rng.standard_normal((2, 610, 8)).astype(np.float32)
+    cache.append(k[:, :10], k[:, :10])    # room for 266 (KVCache.GROW)
+    cache.reserve(610)                    # grows once, exactly, keeping the first 10
+    keys_array = cache.keys
+    assert keys_array.shape[1] == 610
+    for a in range(10, 610, 200):
+        cache.append(k[:, a:a + 200], k[:, a:a + 200])
+    assert cache.keys is keys_array and cache.length == 610
+    np.testing.assert_allclose(cache.keys, k, rtol=1e-3, atol=1e-3)
 
 
 def test_rms_norm_and_swiglu_match_their_numpy_definitions():

@@ -43,9 +43,12 @@ class ScriptedModel:
         self.fed.extend(int(i) for i in ids)
         return np.zeros((len(ids), 1), np.float32)
 
-    def forward(self, embeddings, state, positions=None):
+    def forward(self, embeddings, state, positions=None, last_only=False):
         state.n_tokens += len(embeddings)
-        return np.zeros((len(embeddings), 1), np.float32)
+        return np.zeros((1 if last_only else len(embeddings), 1), np.float32)
+
+    def prefill(self, ids, state):
+        return self.logits(self.forward(self.embed(ids), state, last_only=True)[-1])
 
     def logits(self, hidden):
         return self._next_logits()
@@ -58,6 +61,9 @@ class ScriptedModel:
 
 class State:
     n_tokens = 0
+
+    def reserve(self, n_tokens):
+        self.reserved = n_tokens
 
 
 def run(tokenizer, script, prompt="<|im_start|>assistant\n<think>\n", **settings):

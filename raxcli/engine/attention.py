@@ -13,15 +13,20 @@ from . import kernels, ops
 from .state import KVCache
 from .weights import Activation
 
-QUERY_BLOCK = 128   # query rows per block: bounds the score matrix (and its temporaries) on long prompts
-SHORT_TOKENS = 16   # up to this many new tokens: the fused kernel (kernels.causal_attention_short)
+QUERY_BLOCK = 64   # query rows per block: bounds the score matrix (and its temporaries) on long prompts
 
 
 def causal_attention(q: np.ndarray, keys: np.ndarray, values: np.ndarray, n_past: int) -> np.ndarray:
     """q: [n_head, T, d]; keys/values: [n_kv, n_past + T, d]. Query t sees keys ≤ n_past + t.
-    Returns [T, n_head, d]."""
+    Returns [T, n_head, d].
+
+    The readable NumPy form, which the engine's fused kernel (kernels.fused_causal_attention)
+    is tested against; the engine runs the kernel for any T: it reads a float16 cache as it
+    is and keeps no [T, n_past + T] score matrices (with a 4k-token prompt these and their
+    temporaries were the largest transient memory; the kernel is as fast)."""
     n_head, T, d = q.shape
     n_kv, S, _ = keys.shape
+    keys, values = keys.astype(np.float32, copy=False), values.astype(np.float32, copy=False)   # a float16 cache
     group = n_head // n_kv                                       # query head h reads kv head h // group
     q = q.reshape(n_kv, group, T, d)
     scale = np.float32(d ** -0.5)
@@ -59,13 +64,10 @@ class GatedAttention:
         q = ops.apply_rope(np.ascontiguousarray(q.transpose(1, 0, 2)), cos, sin)
         k = ops.apply_rope(np.ascontiguousarray(k.transpose(1, 0, 2)), cos, sin)
         n_past = cache.length
-        keys, values = cache.append(k, v.transpose(1, 0, 2))
+        cache.append(k, v.transpose(1, 0, 2))
 
-        if T <= SHORT_TOKENS:                                        # decode, drafted tokens
-            o = np.empty((T, self.n_head, d), np.float32)
-            # the whole cache arrays (C-contiguous; positions past n_past + T unread): a view of
-            # the first positions has unknown strides to Numba, and the loops went scalar (25x)
-            kernels.causal_attention_short(q, cache.keys, cache.values, n_past, o)
-        else:
-            o = causal_attention(q, keys, values, n_past)
+        o = np.empty((T, self.n_head, d), np.float32)
+        # the whole cache arrays (C-contiguous; positions past n_past + T unread): a view of
+        # the first positions has unknown strides to Numba, and the loops went scalar (25x)
+        kernels.fused_causal_attention(q, *cache.kernel_arrays(), n_past, o)
         return w.attn_output(o.reshape(T, self.n_head * d) * ops.sigmoid(gate))

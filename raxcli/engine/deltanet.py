@@ -76,6 +76,7 @@ def chunked_delta_rule(q, k, v, g, beta, state, chunk: int = CHUNK):
     q, k, v, g, beta = (chunks_first(a) for a in (q, k, v, g, beta))
     k_beta = k * beta[..., None]
     v_beta = v * beta[..., None]
+    del v           # (the dels keep a long prompt's transient memory down)
 
     cum_g = np.cumsum(g, axis=-1)                                   # [C, H, L]
     causal = np.tril(np.ones((chunk, chunk), dtype=bool))
@@ -89,10 +90,12 @@ def chunked_delta_rule(q, k, v, g, beta, state, chunk: int = CHUNK):
     inv = ops.unit_lower_inverse(np.ascontiguousarray(a))
     u = inv @ v_beta                                                # new values
     w = inv @ (k_beta * np.exp(cum_g)[..., None])                   # decayed keys reading the old state
+    del a, inv, k_beta, v_beta
 
     attn = np.where(causal, (q @ k_t) * decay, 0.0).astype(np.float32)
     q_decayed = q * np.exp(cum_g)[..., None]
     k_to_end_t = transposed(k * np.exp(cum_g[..., -1:] - cum_g)[..., None])     # [C, H, d_k, L]
+    del q, k, k_t, decay
     chunk_decay = np.exp(cum_g[..., -1])                            # [C, H]
 
     out = np.empty((n_chunks, H, chunk, dv), dtype=np.float32)
@@ -127,7 +130,8 @@ class GatedDeltaNet:
         beta = ops.sigmoid(w.ssm_beta(x))                           # [T, n_v]
         g = w.ssm_a * softplus(w.ssm_alpha(x) + w.ssm_dt_bias)      # [T, n_v], ≤ 0
 
-        qkv = ops.silu(ops.causal_conv1d(qkv, w.ssm_conv1d, cache.conv))
+        qkv = ops.causal_conv1d(qkv, w.ssm_conv1d, cache.conv)
+        qkv = ops.silu(qkv, out=qkv)
         key_dim = self.n_k * d
         q = l2_normalize(qkv[:, :key_dim].reshape(T, self.n_k, d)) * (d ** -0.5)
         k = l2_normalize(qkv[:, key_dim:2 * key_dim].reshape(T, self.n_k, d))

@@ -74,6 +74,12 @@ class GGUFFile:
         except (struct.error, IndexError, UnicodeDecodeError) as exc:
             raise GGUFFormatError("truncated or corrupt header") from exc
 
+    def forget(self, *keys: str) -> None:
+        """Drop metadata values no longer needed (the vocabulary's arrays, once the tokenizer
+        holds them: 250k-entry Python lists, tens of megabytes)."""
+        for key in keys:
+            self.metadata.pop(key, None)
+
     # -- low-level readers -------------------------------------------------
     def _unpack(self, fmt: str) -> Any:
         value = struct.unpack_from(fmt, self._buf, self._pos)[0]

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import numba as nb
 import numpy as np
+from numba import types
+from numba.extending import overload
+
+from quant.halves import half_at
 
 
 @nb.njit(inline="always")
@@ -129,12 +133,26 @@ def _shift_conv_state(qkv, conv_state):
         conv_state[keep - T:] = qkv
 
 
+def kv_at(cache, kv, s, i):
+    """cache[kv, s, i] as float32, for a float32 KV cache or a float16 one viewed as uint16."""
+    raise NotImplementedError("used inside Numba kernels only")
+
+
+@overload(kv_at, inline="always")
+def _kv_at(cache, kv, s, i):
+    if isinstance(cache, types.Array) and cache.dtype == types.uint16:
+        def from_halves(cache, kv, s, i):
+            return half_at(cache, (kv * cache.shape[1] + s) * cache.shape[2] + i)
+        return from_halves
+    return lambda cache, kv, s, i: cache[kv, s, i]
+
+
 @nb.njit(cache=True, parallel=True, fastmath={"reassoc", "contract", "nsz", "arcp"})
-def causal_attention_short(q, keys, values, n_past, out):
-    """Attention for a few new tokens (attention.causal_attention, fused): q [n_head, T, d];
-    keys / values [n_kv, ≥ n_past + T, d] (positions past n_past + T are not read); query t
-    sees keys up to n_past + t; query head h reads kv head h // (n_head / n_kv). out
-    [T, n_head, d].
+def fused_causal_attention(q, keys, values, n_past, out):
+    """Causal attention of T new tokens (attention.causal_attention, fused): q [n_head, T, d];
+    keys / values [n_kv, ≥ n_past + T, d], float32 or float16 bits as uint16 (positions
+    past n_past + T are not read); query t sees keys up to n_past + t; query head h reads
+    kv head h // (n_head / n_kv). out [T, n_head, d].
 
     One task per (kv head, token): each key and value row is read once for the query heads
     that share it."""
@@ -150,7 +168,7 @@ def causal_attention_short(q, keys, values, n_past, out):
             for g in range(group):
                 acc = np.float32(0.0)
                 for i in range(d):
-                    acc += q[kv * group + g, t, i] * keys[kv, s, i]
+                    acc += q[kv * group + g, t, i] * kv_at(keys, kv, s, i)
                 scores[g, s] = acc * scale
         for g in range(group):
             top = scores[g, 0]
@@ -168,7 +186,7 @@ def causal_attention_short(q, keys, values, n_past, out):
             for g in range(group):
                 p = scores[g, s]
                 for i in range(d):
-                    o[g, i] += p * values[kv, s, i]
+                    o[g, i] += p * kv_at(values, kv, s, i)
         for g in range(group):
             for i in range(d):
                 out[t, kv * group + g, i] = o[g, i]

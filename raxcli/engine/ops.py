@@ -14,13 +14,29 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return (1.0 / (1.0 + np.exp(-x))).astype(np.float32, copy=False)
 
 
-def silu(x: np.ndarray) -> np.ndarray:
-    return (x / (1.0 + np.exp(-x))).astype(np.float32, copy=False)
+def silu(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """x · sigmoid(x) in one pass (NumPy's x / (1 + exp(-x)) made three prompt-sized
+    temporaries); out may be x itself."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if out is None:
+        out = np.empty_like(x)
+    elif not (out.flags.c_contiguous and out.shape == x.shape and out.dtype == np.float32):
+        raise ValueError("silu's out must be a contiguous float32 array of x's shape")
+    _silu(x.reshape(-1), out.reshape(-1))
+    return out
 
 
-def swiglu(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
-    """silu(gate) · up, the MLP's activation (fused: one pass, no temporaries)."""
-    out = np.empty_like(gate)
+@nb.njit(cache=True, fastmath=True)
+def _silu(x, out):
+    for i in range(x.size):
+        v = x[i]
+        out[i] = v / (np.float32(1.0) + np.exp(-v))
+
+
+def swiglu(gate: np.ndarray, up: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """silu(gate) · up, the MLP's activation (fused: one pass, no temporaries); out may be gate."""
+    if out is None:
+        out = np.empty_like(gate)
     _swiglu(gate.reshape(-1), up.reshape(-1), out.reshape(-1))
     return out
 
@@ -55,15 +71,34 @@ def _rms_norm(x, weight, eps, out):
 
 def causal_conv1d(x: np.ndarray, weight: np.ndarray, conv_state: np.ndarray) -> np.ndarray:
     """Depthwise causal conv over time. x: [T, C]; weight: [C, K]; conv_state: [K-1, C]
-    holds the inputs before x and is replaced by the last K-1 inputs."""
-    K = weight.shape[1]
-    T = x.shape[0]
-    padded = np.concatenate([conv_state, x], axis=0)              # [T + K - 1, C]
-    out = np.zeros_like(x)
-    for j in range(K):
-        out += padded[j:j + T] * weight[:, j]
-    conv_state[:] = padded[T:]
+    holds the inputs before x and is replaced by the last K-1 inputs:
+    out[t, c] = Σ_j weight[c, j] · x[t − (K−1) + j, c], earlier inputs read from conv_state.
+    One pass in Numba: NumPy's shifted products made four prompt-sized temporaries, the
+    largest transient memory of a long prompt."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    out = np.empty_like(x)
+    _causal_conv(x, np.ascontiguousarray(weight.T, dtype=np.float32), conv_state, out)
+    keep = conv_state.shape[0]
+    if x.shape[0] >= keep:
+        conv_state[:] = x[x.shape[0] - keep:]
+    else:
+        conv_state[:] = np.concatenate([conv_state[x.shape[0]:], x])
     return out
+
+
+@nb.njit(cache=True, parallel=True)
+def _causal_conv(x, taps, conv_state, out):
+    T, C = x.shape
+    K = taps.shape[0]
+    P = K - 1
+    for t in nb.prange(T):
+        for c in range(C):
+            out[t, c] = np.float32(0.0)
+        for j in range(K):
+            src = t - P + j
+            row = x[src] if src >= 0 else conv_state[P + src]
+            for c in range(C):
+                out[t, c] += taps[j, c] * row[c]
 
 
 @nb.njit(cache=True, parallel=True)

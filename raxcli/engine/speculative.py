@@ -71,8 +71,10 @@ class SpeculativeModel:
     def logits(self, hidden: np.ndarray) -> np.ndarray:
         return self.model.logits(hidden)
 
-    def forward(self, embeddings: np.ndarray, state: TextState, positions: np.ndarray | None = None) -> np.ndarray:
-        """As TextModel.forward; the MTP cache follows (pairs of each hidden with the next input)."""
+    def forward(self, embeddings: np.ndarray, state: TextState, positions: np.ndarray | None = None,
+                last_only: bool = False) -> np.ndarray:
+        """As TextModel.forward; the MTP cache follows (pairs of each hidden with the next input,
+        so every hidden state is computed, last_only or not)."""
         d = self._drafting(state)
         self._settle(state, d)
         embeddings = np.asarray(embeddings, np.float32)
@@ -80,7 +82,7 @@ class SpeculativeModel:
                                                                 state.next_position + len(embeddings))
         hidden = self.model.forward(embeddings, state, positions)
         self._follow(d, hidden, embeddings, pos)
-        return hidden
+        return hidden[-1:] if last_only else hidden
 
     def prefill(self, token_ids, state: TextState, all_logits: bool = False) -> np.ndarray:
         hidden = self.forward(self.embed(token_ids), state)

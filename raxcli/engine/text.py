@@ -10,7 +10,7 @@ from .state import TextState
 from .weights import Activation, LayerWeights, ModelWeights
 
 
-PREFILL_CHUNK = 512     # tokens per trunk pass on long prompts (a multiple of the delta rule's chunk)
+PREFILL_CHUNK = 128     # tokens per trunk pass on long prompts (a multiple of the delta rule's chunk)
 
 
 class DecoderBlock:
@@ -28,17 +28,20 @@ class DecoderBlock:
         h = self.mixer(h, cache) if self.recurrent else self.mixer(h, cache, cos, sin)
         x = x + h
         h = Activation(ops.rms_norm(x, w.post_attention_norm, self.eps))
-        return x + w.ffn_down(ops.swiglu(w.ffn_gate(h), w.ffn_up(h)))
+        gate = w.ffn_gate(h)
+        return x + w.ffn_down(ops.swiglu(gate, w.ffn_up(h), out=gate))      # in place: one [T, n_ff] less
 
 
 class TextModel:
     """activations: how decode steps feed the quantized matrices (`ModelWeights.set_activations`):
     "float" (default) equals transformers on the dequantized weights; "fine" (int8 plus a
     residual int8 code) keeps greedy tokens of the reference fixtures; "int8" is llama.cpp's
-    choice, fastest, its logits move by what llama.cpp's move."""
+    choice, fastest, its logits move by what llama.cpp's move. kv_dtype: the attention
+    layers' cache, float32 (default) or float16 (half the memory; llama.cpp's default)."""
 
-    def __init__(self, weights: ModelWeights, activations: str = "float"):
+    def __init__(self, weights: ModelWeights, activations: str = "float", kv_dtype: type = np.float32):
         self.weights = weights
+        self.kv_dtype = kv_dtype
         weights.set_activations(activations)
         self.config = c = weights.config
         self.blocks = [DecoderBlock(weights.layers[i], c, c.is_recurrent[i]) for i in range(c.n_layer)]
@@ -48,13 +51,16 @@ class TextModel:
         return self
 
     def new_state(self) -> TextState:
-        return TextState.empty(self.config)
+        return TextState.empty(self.config, self.kv_dtype)
 
     def embed(self, token_ids) -> np.ndarray:
         return self.weights.token_embd.rows(token_ids)
 
-    def forward(self, embeddings: np.ndarray, state: TextState, positions: np.ndarray | None = None) -> np.ndarray:
-        """Run T new tokens through the trunk; returns the final-normed hidden states [T, n_embd].
+    def forward(self, embeddings: np.ndarray, state: TextState, positions: np.ndarray | None = None,
+                last_only: bool = False) -> np.ndarray:
+        """Run T new tokens through the trunk; returns the final-normed hidden states [T, n_embd]
+        (with last_only, the last token's only, [1, n_embd]: a long prompt then keeps no
+        [T, n_embd] output, which is 32 MB at 4k tokens).
 
         positions: [3, T] rotary positions (temporal, height, width); text tokens default to
         consecutive positions from `state.next_position` on all three streams. With explicit
@@ -65,9 +71,10 @@ class TextModel:
         x = np.ascontiguousarray(embeddings, dtype=np.float32)
         T = x.shape[0]
         if T > PREFILL_CHUNK:
-            return np.concatenate([
-                self.forward(x[a:a + PREFILL_CHUNK], state, None if positions is None else positions[:, a:a + PREFILL_CHUNK])
-                for a in range(0, T, PREFILL_CHUNK)])
+            parts = [self.forward(x[a:a + PREFILL_CHUNK], state,
+                                  None if positions is None else positions[:, a:a + PREFILL_CHUNK], last_only)
+                     for a in range(0, T, PREFILL_CHUNK)]
+            return parts[-1] if last_only else np.concatenate(parts)
         if positions is None:
             positions = np.broadcast_to(np.arange(state.next_position, state.next_position + T), (3, T))
             state.next_position += T
@@ -77,16 +84,21 @@ class TextModel:
         for block, cache in zip(self.blocks, state.layers):
             x = block(x, cache, cos, sin)
         state.n_tokens += T
-        return ops.rms_norm(x, self.weights.output_norm, c.rms_eps)
+        return ops.rms_norm(x[-1:] if last_only else x, self.weights.output_norm, c.rms_eps)
 
     def logits(self, hidden: np.ndarray) -> np.ndarray:
         """hidden: [n_embd] or [T, n_embd] → logits over the vocabulary."""
         return self.weights.output(hidden)
 
     def prefill(self, token_ids, state: TextState, all_logits: bool = False) -> np.ndarray:
-        """Feed a prompt; returns the logits of its last token (or of every token)."""
-        hidden = self.forward(self.embed(token_ids), state)
-        return self.logits(hidden if all_logits else hidden[-1])
+        """Feed a prompt; returns the logits of its last token (or of every token). Token ids
+        are embedded a piece at a time, as the trunk takes them."""
+        if all_logits:
+            return self.logits(self.forward(self.embed(token_ids), state))
+        hidden = None
+        for a in range(0, len(token_ids), PREFILL_CHUNK):
+            hidden = self.forward(self.embed(token_ids[a:a + PREFILL_CHUNK]), state, last_only=True)
+        return self.logits(hidden[-1])
 
     def decode(self, token_id: int, state: TextState) -> np.ndarray:
         return self.logits(self.forward(self.embed([token_id]), state)[0])
