@@ -134,6 +134,22 @@ def test_a_reserved_kv_cache_takes_its_tokens_without_reallocating():
     np.testing.assert_allclose(cache.keys, k, rtol=1e-3, atol=1e-3)
 
 
+def test_fast_exp_is_within_two_ulp_of_exp_over_float32s_range():
+    from numba import njit
+    from raxcli.engine.kernels import fast_exp
+
+    @njit
+    def exp_all(x, out):
+        for i in range(x.size):
+            out[i] = fast_exp(x[i])
+    x = np.concatenate([np.linspace(-87, 88, 200_001), [0.0, -1e-8, 1e-8]]).astype(np.float32)
+    got = np.empty_like(x)
+    exp_all(x, got)
+    want = np.exp(x.astype(np.float64))
+    ulp = np.spacing(want.astype(np.float32)).astype(np.float64)
+    assert np.max(np.abs(got - want) / ulp) <= 2.0
+
+
 def test_rms_norm_and_swiglu_match_their_numpy_definitions():
     rng = np.random.default_rng(5)
     x = rng.standard_normal((3, 4, 64)).astype(np.float32)

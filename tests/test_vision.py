@@ -76,10 +76,13 @@ def test_gelu_kernels_match_their_formulas():
     assert np.abs(erf_form - tanh_form).max() > 1e-4        # the two forms are not the same
 
 
-def test_softmax_rows_match_numpy():
+def test_exp_rows_give_numpys_softmax_numerators_and_sums():
     s = np.random.default_rng(2).normal(0, 5, (2, 7, 33)).astype(np.float32)
-    e = np.exp(s - s.max(-1, keepdims=True))
-    assert np.abs(vision.softmax_rows_(s.copy()) - e / e.sum(-1, keepdims=True)).max() < 1e-6
+    e = np.exp((s - s.max(-1, keepdims=True)).astype(np.float64))   # the float32 difference, as the kernel
+    got = s.copy()
+    sums = vision.exp_rows_(got)
+    np.testing.assert_allclose(got, e, rtol=1e-6, atol=1e-30)
+    np.testing.assert_allclose(sums, e.sum(-1), rtol=1e-6)
 
 
 @pytest.mark.parametrize("n, budget_rows", [
@@ -125,6 +128,16 @@ def test_position_table_resamples_with_aligned_corners():
     r, c = vision.block_order_coords(6, 10, 2)
     for rr, cc, entry in ((0, 0, 0), (0, 9, side - 1), (5, 0, side * (side - 1)), (5, 9, side * side - 1)):
         assert np.array_equal(grid[(r == rr) & (c == cc)][0], table[entry])
+
+
+def test_rotary_kernel_matches_rotate_half_on_strided_heads():
+    rng = np.random.default_rng(4)
+    cos, sin = vision.rotary_cos_sin(4, 6, 2, 16, 10000.0)
+    qkv = rng.normal(0, 1, (24, 3, 2, 16)).astype(np.float32).transpose(1, 2, 0, 3)   # as the tower slices it
+    x = qkv[1]
+    want = x * cos + np.concatenate([-x[..., 8:], x[..., :8]], axis=-1) * sin
+    got = vision.apply_rotary(x, cos, sin)
+    assert got.flags.c_contiguous and np.abs(got - want).max() < 1e-6
 
 
 def test_rotary_turns_rows_then_columns():

@@ -26,10 +26,12 @@ from contextlib import contextmanager
 import numba as nb
 import numpy as np
 
+from .kernels import exp_rows_, fast_exp
 from .mmproj import VisionConfig, VisionWeights
 
-ATTENTION_BYTES = 16 << 20      # one block of attention scores: bounded memory, and (measured) the
-                                # fastest size on 2 cores: 64 MB blocks are 15 % slower, 256 MB 70 %
+ATTENTION_BYTES = 16 << 20      # one block of attention weights (all heads): bounded memory, and
+                                # (measured) the fastest size on 2 cores; a head at a time was
+                                # no faster at 784 patches (more, smaller calls)
 MLP_ROWS = 4096                 # patches per MLP pass (4096 × 4096 floats = 64 MB at the 2B's width)
 
 
@@ -56,19 +58,19 @@ def layer_norm(x, weight, bias, eps):
     return out
 
 
+@nb.njit(cache=True, parallel=True, fastmath=True)
 def bias_gelu_tanh_(x, bias):
-    """x ← gelu_tanh(x + bias) in place (transformers' gelu_pytorch_tanh). NumPy's float32
-    tanh is SIMD-vectorised: six times a scalar Numba loop, so this stays in NumPy."""
-    x += bias
-    inner = np.square(x)
-    inner *= np.float32(0.044715)
-    inner += np.float32(1.0)
-    inner *= x
-    inner *= np.float32(math.sqrt(2.0 / math.pi))
-    np.tanh(inner, out=inner)
-    inner += np.float32(1.0)
-    x *= np.float32(0.5)
-    x *= inner
+    """x ← gelu_tanh(x + bias) in place (transformers' gelu_pytorch_tanh), one pass: tanh(u)
+    as 1 − 2 / (exp(2u) + 1) with kernels.fast_exp, which vectorises (libm's tanh does not;
+    NumPy's ten passes over the [n, 4096] buffer took 0.13 s a picture)."""
+    n, d = x.shape
+    c = np.float32(math.sqrt(2.0 / math.pi))
+    for i in nb.prange(n):
+        for j in range(d):
+            v = x[i, j] + bias[j]
+            u = c * (v + np.float32(0.044715) * v * v * v)
+            t = np.float32(1.0) - np.float32(2.0) / (fast_exp(np.float32(2.0) * u) + np.float32(1.0))
+            x[i, j] = np.float32(0.5) * v * (np.float32(1.0) + t)
     return x
 
 
@@ -82,15 +84,6 @@ def bias_gelu_erf_(x, bias):
             v = x[i, j] + bias[j]
             x[i, j] = 0.5 * v * (1.0 + math.erf(v * r))
     return x
-
-
-def softmax_rows_(s):
-    """Softmax in place over the last axis (NumPy: its float32 exp is SIMD-vectorised, and no
-    Numba thread pool wakes between the BLAS products of attention)."""
-    s -= s.max(axis=-1, keepdims=True)
-    np.exp(s, out=s)
-    s *= np.float32(1.0) / s.sum(axis=-1, keepdims=True, dtype=np.float32)
-    return s
 
 
 # ---------------------------------------------------------------------------------------
@@ -145,10 +138,23 @@ def rotary_cos_sin(grid_h: int, grid_w: int, merge: int, head_dim: int, theta: f
 
 
 def apply_rotary(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
-    """x: [heads, n, d] → x·cos + rotate_half(x)·sin."""
-    half = x.shape[-1] // 2
-    rotated = np.concatenate([-x[..., half:], x[..., :half]], axis=-1)
-    return x * cos + rotated * sin
+    """x: [heads, n, d] (any strides) → x·cos + rotate_half(x)·sin, contiguous."""
+    out = np.empty(x.shape, np.float32)
+    _rotary(x, cos, sin, out)
+    return out
+
+
+@nb.njit(cache=True, parallel=True, fastmath=True)
+def _rotary(x, cos, sin, out):
+    """rotate_half(x) = [−x₂, x₁] for the halves x₁, x₂ of each head's vector."""
+    heads, n, d = x.shape
+    half = d // 2
+    for task in nb.prange(heads * n):
+        h, i = task // n, task % n
+        for j in range(half):
+            a, b = x[h, i, j], x[h, i, j + half]
+            out[h, i, j] = a * cos[i, j] - b * sin[i, j]
+            out[h, i, j + half] = b * cos[i, j + half] + a * sin[i, j + half]
 
 
 # ---------------------------------------------------------------------------------------
@@ -157,15 +163,17 @@ def apply_rotary(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
 def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Full (bidirectional) attention, q, k, v: [heads, n, d] → [n, heads·d], in row blocks."""
     heads, n, d = q.shape
-    scale = np.float32(d ** -0.5)
+    q = q * np.float32(d ** -0.5)
     k_t = np.ascontiguousarray(k.transpose(0, 2, 1))
     out = np.empty((n, heads, d), np.float32)
     rows = max(1, min(n, ATTENTION_BYTES // (4 * heads * n)))
     for start in range(0, n, rows):
         stop = min(n, start + rows)
-        scores = np.matmul(q[:, start:stop] * scale, k_t)              # [heads, rows, n]
-        softmax_rows_(scores)
-        out[start:stop] = np.matmul(scores, v).transpose(1, 0, 2)
+        weights = np.matmul(q[:, start:stop], k_t)                     # [heads, rows, n]
+        sums = exp_rows_(weights)                                      # softmax = weights / sums
+        o = np.matmul(weights, v)                                      # [heads, rows, d]
+        o /= sums[..., None]
+        out[start:stop] = o.transpose(1, 0, 2)
     return out.reshape(n, heads * d)
 
 
