@@ -120,9 +120,11 @@ def test_ctrl_c_stops_the_answer_and_keeps_the_conversation_with_low_ram_limits(
     chat.expect(PROMPT)
     command(chat, "/stats", "conversation: 1 turns")
     chat.send("Go on\r")                         # the chat goes on from what was kept
-    chat.expect("thinking · [0-9]+ tokens")
-    chat.sendintr()
-    chat.expect(r"stopped \(Ctrl-C\)")
+    # what the tiny random model samples now depends on where the first answer was cut: it
+    # may skip thinking and finish its 512 tokens in a third of a second, before any Ctrl-C
+    if chat.expect(["thinking · [0-9]+ tokens", FOOTER]) == 0:
+        chat.sendintr()
+        chat.expect([r"stopped \(Ctrl-C\)", FOOTER])
     chat.expect(PROMPT)
     command(chat, "/stats", "conversation: 2 turns")
     chat.sendintr()                               # Ctrl-C at the prompt only clears the line
