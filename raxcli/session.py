@@ -176,7 +176,8 @@ class ChatSession:
             stop = min(split, start + PREFILL_CHUNK)
             if should_stop():
                 raise PromptInterrupted()
-            self.model.forward(self._embeddings(prompt, start, stop), state, _slice(prompt.positions, start, stop))
+            self.model.forward(self._embeddings(prompt, start, stop), state, _slice(prompt.positions, start, stop),
+                               last_only=True)
             if on_prefill:
                 on_prefill(stop, len(prompt.ids))
         body_s = time.perf_counter() - t_prefill
