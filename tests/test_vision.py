@@ -304,10 +304,10 @@ def test_find_mmproj_beside_the_model(tmp_path):
 
 
 def test_blas_threads_are_set_and_restored():
-    if vision._BLAS is None:
-        pytest.skip("NumPy's BLAS here is not the bundled OpenBLAS")
-    get, _ = vision._BLAS
-    before = get()
-    with vision.blas_threads(1):
-        assert get() == 1
-    assert get() == before
+    from raxcli.blas_threads import blas_thread_count, blas_threads
+    before = blas_thread_count()
+    if before is None:
+        pytest.skip("NumPy's BLAS here is not an OpenBLAS")
+    with blas_threads(1):
+        assert blas_thread_count() == 1
+    assert blas_thread_count() == before

@@ -17,15 +17,12 @@ attention runs in blocks of query rows so the score matrix stays under ATTENTION
 """
 from __future__ import annotations
 
-import ctypes
-import glob
 import math
-import os
-from contextlib import contextmanager
 
 import numba as nb
 import numpy as np
 
+from ..blas_threads import blas_threads
 from .kernels import exp_rows_, fast_exp
 from .mmproj import VisionConfig, VisionWeights
 
@@ -257,40 +254,3 @@ class VisionTower:
             tp = c.temporal_patch_size      # each temporal pair is its own attention segment
             return np.concatenate([self.encode_frames(visual.normalised(t * tp, (t + 1) * tp), position, cos, sin)
                                    for t in range(gt)])
-
-
-# ---------------------------------------------------------------------------------------
-# BLAS threads follow --threads (NumPy's bundled OpenBLAS; other BLAS builds are left alone)
-# ---------------------------------------------------------------------------------------
-def _openblas():
-    import numpy
-    libs = glob.glob(os.path.join(os.path.dirname(numpy.__file__), os.pardir, "numpy.libs", "*openblas*"))
-    for path in libs:
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for prefix in ("scipy_openblas", "openblas"):
-            for suffix in ("64_", "_64_", ""):
-                get = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
-                set_ = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
-                if get is not None and set_ is not None:
-                    return get, set_
-    return None
-
-
-_BLAS = _openblas()
-
-
-@contextmanager
-def blas_threads(n: int):
-    if _BLAS is None:
-        yield
-        return
-    get, set_ = _BLAS
-    before = get()
-    set_(int(n))
-    try:
-        yield
-    finally:
-        set_(before)
