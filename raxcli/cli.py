@@ -13,6 +13,23 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Chat with Qwen3.5-family vision-language models from GGUF files, on the CPU.")
 
 
+# Options several commands share word for word (typer reads each definition per command)
+MODEL_OPTION = typer.Option(None, "--model", "-m", help="Text GGUF (default: $RAX_MODEL, then ./models).")
+SYSTEM_OPTION = typer.Option(None, help="System message.")
+GREEDY_OPTION = typer.Option(False, "--greedy", help="Argmax decoding (temperature 0).")
+TEMPERATURE_OPTION = typer.Option(None, min=0.0)
+TOP_K_OPTION = typer.Option(None, min=0)
+TOP_P_OPTION = typer.Option(None, min=0.0, max=1.0)
+MIN_P_OPTION = typer.Option(None, min=0.0, max=1.0)
+PRESENCE_PENALTY_OPTION = typer.Option(None)
+SEED_OPTION = typer.Option(None)
+MAX_TOKENS_OPTION = typer.Option(None, min=1, help="Answer limit, thinking included (default: fitted to RAM).")
+MAX_CONTEXT_OPTION = typer.Option(None, min=16, help="Context window in tokens (default: fitted to RAM).")
+THREADS_OPTION = typer.Option(None, min=1)
+RAM_GB_OPTION = typer.Option(None, "--ram-gb", min=0.1, help="Fit the limits to this much RAM.")
+API_KEY_OPTION = typer.Option(None, envvar="RAX_API_KEY", help="API key for --server.")
+
+
 def fail(message: str, code: int = 2) -> None:
     typer.echo(f"rax: {message}", err=True)
     raise typer.Exit(code)
@@ -20,38 +37,38 @@ def fail(message: str, code: int = 2) -> None:
 
 @app.command()
 def run(
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Text GGUF (default: $RAX_MODEL, then ./models)."),
+    model: Optional[str] = MODEL_OPTION,
     mmproj: Optional[str] = typer.Option(None, help="Vision GGUF (mmproj)."),
     image: Optional[List[str]] = typer.Option(None, "--image", help="Image file (repeatable)."),
     video: Optional[str] = typer.Option(None, help="Video file or folder of frames."),
     prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="Prompt text (default: standard input)."),
-    system: Optional[str] = typer.Option(None, help="System message."),
+    system: Optional[str] = SYSTEM_OPTION,
     raw: bool = typer.Option(False, "--raw", help="Send the prompt as-is, without the chat template."),
     no_think: bool = typer.Option(False, "--no-think", help="Ask the model to answer without thinking."),
     think_budget: Optional[int] = typer.Option(None, help="End thinking gracefully after N tokens."),
     show_think: bool = typer.Option(False, "--show-think", help="Print the thinking to standard error."),
-    greedy: bool = typer.Option(False, "--greedy", help="Argmax decoding (temperature 0)."),
-    temperature: Optional[float] = typer.Option(None, min=0.0),
-    top_k: Optional[int] = typer.Option(None, min=0),
-    top_p: Optional[float] = typer.Option(None, min=0.0, max=1.0),
-    min_p: Optional[float] = typer.Option(None, min=0.0, max=1.0),
-    presence_penalty: Optional[float] = typer.Option(None),
-    seed: Optional[int] = typer.Option(None),
-    max_tokens: Optional[int] = typer.Option(None, min=1, help="Answer limit, thinking included (default: fitted to RAM)."),
-    max_context: Optional[int] = typer.Option(None, min=16, help="Context window in tokens (default: fitted to RAM)."),
+    greedy: bool = GREEDY_OPTION,
+    temperature: Optional[float] = TEMPERATURE_OPTION,
+    top_k: Optional[int] = TOP_K_OPTION,
+    top_p: Optional[float] = TOP_P_OPTION,
+    min_p: Optional[float] = MIN_P_OPTION,
+    presence_penalty: Optional[float] = PRESENCE_PENALTY_OPTION,
+    seed: Optional[int] = SEED_OPTION,
+    max_tokens: Optional[int] = MAX_TOKENS_OPTION,
+    max_context: Optional[int] = MAX_CONTEXT_OPTION,
     tools: Optional[str] = typer.Option(None, "--tools", metavar="FILE.json",
                                         help="Function schemas for the model; its calls come back in --json."),
-    ram_gb: Optional[float] = typer.Option(None, "--ram-gb", min=0.1, help="Fit the limits to this much RAM."),
+    ram_gb: Optional[float] = RAM_GB_OPTION,
     top_logprobs: int = typer.Option(0, min=0, max=20, help="Report the K most likely tokens at each step."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object (see the README)."),
-    threads: Optional[int] = typer.Option(None, min=1),
+    threads: Optional[int] = THREADS_OPTION,
     device: str = typer.Option("cpu", help="cpu or gpu."),
     boxes_out: Optional[str] = typer.Option(None, "--boxes-out", metavar="FILE.png",
                                             help="Write the first image with the answer's boxes drawn."),
     server: Optional[str] = typer.Option(None, "--server", metavar="URL",
                                          help="Answer through an OpenAI-compatible server (rax serve, vLLM, "
                                               "llama-server); --model then names the server's model."),
-    api_key: Optional[str] = typer.Option(None, envvar="RAX_API_KEY", help="API key for --server."),
+    api_key: Optional[str] = API_KEY_OPTION,
 ) -> None:
     """One-shot generation for scripts and pipelines."""
     from . import oneshot
@@ -77,28 +94,28 @@ def run(
 
 @app.command()
 def chat(
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Text GGUF (default: $RAX_MODEL, then ./models)."),
+    model: Optional[str] = MODEL_OPTION,
     mmproj: Optional[str] = typer.Option(None, help="Vision GGUF (default: the mmproj beside the model)."),
-    system: Optional[str] = typer.Option(None, help="System message."),
+    system: Optional[str] = SYSTEM_OPTION,
     no_think: bool = typer.Option(False, "--no-think", help="Answer without thinking (/think on turns it back on)."),
     think_budget: Optional[int] = typer.Option(None, min=1, help="End thinking after N tokens (default: fitted to RAM)."),
     show_think: bool = typer.Option(False, "--show-think", help="Keep the thinking on screen instead of folding it."),
-    greedy: bool = typer.Option(False, "--greedy", help="Argmax decoding (temperature 0)."),
-    temperature: Optional[float] = typer.Option(None, min=0.0),
-    top_k: Optional[int] = typer.Option(None, min=0),
-    top_p: Optional[float] = typer.Option(None, min=0.0, max=1.0),
-    min_p: Optional[float] = typer.Option(None, min=0.0, max=1.0),
-    presence_penalty: Optional[float] = typer.Option(None),
-    seed: Optional[int] = typer.Option(None),
-    max_tokens: Optional[int] = typer.Option(None, min=1, help="Answer limit, thinking included (default: fitted to RAM)."),
-    max_context: Optional[int] = typer.Option(None, min=16, help="Context window in tokens (default: fitted to RAM)."),
-    threads: Optional[int] = typer.Option(None, min=1),
-    ram_gb: Optional[float] = typer.Option(None, "--ram-gb", min=0.1, help="Fit the limits to this much RAM."),
+    greedy: bool = GREEDY_OPTION,
+    temperature: Optional[float] = TEMPERATURE_OPTION,
+    top_k: Optional[int] = TOP_K_OPTION,
+    top_p: Optional[float] = TOP_P_OPTION,
+    min_p: Optional[float] = MIN_P_OPTION,
+    presence_penalty: Optional[float] = PRESENCE_PENALTY_OPTION,
+    seed: Optional[int] = SEED_OPTION,
+    max_tokens: Optional[int] = MAX_TOKENS_OPTION,
+    max_context: Optional[int] = MAX_CONTEXT_OPTION,
+    threads: Optional[int] = THREADS_OPTION,
+    ram_gb: Optional[float] = RAM_GB_OPTION,
     chat_dir: Optional[str] = typer.Option(None, help="Where chats are kept (default: ~/.local/share/rax/chats)."),
     server: Optional[str] = typer.Option(None, "--server", metavar="URL",
                                          help="Chat through an OpenAI-compatible server (rax serve, vLLM, "
                                               "llama-server); --model then names the server's model."),
-    api_key: Optional[str] = typer.Option(None, envvar="RAX_API_KEY", help="API key for --server."),
+    api_key: Optional[str] = API_KEY_OPTION,
 ) -> None:
     """Talk with a model in the terminal: streamed answers, thinking apart, pictures, /commands."""
     from .repl import ChatArgs, start
@@ -137,7 +154,7 @@ def pull(
 @app.command()
 def bench(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Text GGUF."),
-    threads: Optional[int] = typer.Option(None, min=1),
+    threads: Optional[int] = THREADS_OPTION,
     prompt_tokens: int = typer.Option(128, min=1),
     gen_tokens: int = typer.Option(32, min=0),
     device: str = typer.Option("cpu", help="cpu or gpu."),
@@ -211,7 +228,7 @@ def info(path: str = typer.Argument(..., help="A GGUF file."),
 
 @app.command()
 def serve(
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Text GGUF (default: $RAX_MODEL, then ./models)."),
+    model: Optional[str] = MODEL_OPTION,
     mmproj: Optional[str] = typer.Option(None, help="Vision GGUF (mmproj): lets clients send images."),
     host: str = typer.Option("127.0.0.1", help="Address to listen on (loopback unless told otherwise)."),
     port: int = typer.Option(8080, min=0, max=65535, help="Port; 0 picks a free one (printed at start)."),
@@ -224,7 +241,7 @@ def serve(
     name: Optional[str] = typer.Option(None, help="Model id clients see (default: the file name)."),
     allow_file_urls: Optional[bool] = typer.Option(None, "--allow-file-urls/--no-file-urls",
                                                    help="Read file:// image URLs (default: only on loopback)."),
-    threads: Optional[int] = typer.Option(None, min=1),
+    threads: Optional[int] = THREADS_OPTION,
     log_level: str = typer.Option("info", help="uvicorn log level: warning hides the request lines."),
 ) -> None:
     """OpenAI-compatible HTTP server: /v1/chat/completions, /v1/models, /health."""
