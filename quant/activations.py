@@ -20,8 +20,19 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .simd import float_of_bits
+
 FINE = 254          # residual codes count in 1/254ths of a step (rowdot.FINE)
 BLOCKS = (32, 256)
+_ROUNDER = np.float32(1.5 * 2 ** 23)
+
+
+@njit(inline="always")
+def _round_half_even(v):
+    """np.rint for |v| < 2**22 (codes ≤ 127 here): adding 1.5·2²³ leaves no fraction bits, so
+    the FPU's round-to-nearest-even does the rounding; unlike a libm call it vectorises.
+    The callers compile without fast-math, which would fold the two operations away."""
+    return (v + _ROUNDER) - _ROUNDER
 
 
 @njit(cache=True)
@@ -31,36 +42,60 @@ def quantize_rows(x, block, xq, xq_lo, xd, sum16, sum32, code_sums):
     code_sums [T, n/block]: each block's sum of codes (of 254 · xq + xq_lo when fine).
 
     Rounds half to even, as np.rint (and llama.cpp's nearest_int on x86) do."""
+    # each block size as a constant: with the size a run-time value the loops took 3x as long
+    if block == 256:
+        _quantize_rows(x, 256, xq, xq_lo, xd, sum16, sum32, code_sums)
+    else:
+        _quantize_rows(x, 32, xq, xq_lo, xd, sum16, sum32, code_sums)
+
+
+@njit(inline="always")
+def _quantize_rows(x, block, xq, xq_lo, xd, sum16, sum32, code_sums):
     n_tok, n = x.shape
     fine = xq_lo.shape[1] == n
     for t in range(n_tok):          # serial: a few tokens of a few thousand values
+        row, bits = x[t], x[t].view(np.int32)
         for s in range(n // 16):
             acc = np.float32(0.0)
             for j in range(16 * s, 16 * s + 16):
-                acc += x[t, j]
+                acc += row[j]
             sum16[t, s] = acc
         for s in range(n // 32):
             sum32[t, s] = sum16[t, 2 * s] + sum16[t, 2 * s + 1]
         for b in range(n // block):
             base = b * block
-            amax = np.float32(0.0)
+            top = np.int32(0)       # |x| as bits: integers order non-negative floats alike, and vectorise
             for j in range(base, base + block):
-                amax = max(amax, abs(x[t, j]))
-            d = amax / np.float32(127.0)
+                top = max(top, bits[j] & np.int32(0x7FFFFFFF))
+            d = float_of_bits(top) / np.float32(127.0)
             inv = np.float32(1.0) / d if d > 0 else np.float32(0.0)
-            codes = 0
-            for j in range(base, base + block):
-                scaled = x[t, j] * inv
-                code = np.rint(scaled)
-                xq[t, j] = np.int8(code)
-                if fine:
-                    low = np.rint((scaled - code) * np.float32(FINE))
-                    xq_lo[t, j] = np.int8(low)
-                    codes += FINE * np.int64(code) + np.int64(low)
-                else:
-                    codes += np.int64(code)
-            xd[t, b] = d
-            code_sums[t, b] = np.float32(codes)
+            if fine:
+                xd[t, b], code_sums[t, b] = d, _codes_fine(row, inv, xq[t], xq_lo[t], base, base + block)
+            else:
+                xd[t, b], code_sums[t, b] = d, _codes(row, inv, xq[t], base, base + block)
+
+
+@njit(inline="always")
+def _codes(row, inv, xq, start, stop):
+    codes = np.int32(0)
+    for j in range(start, stop):
+        code = np.int32(_round_half_even(row[j] * inv))
+        xq[j] = np.int8(code)
+        codes += code
+    return np.float32(codes)
+
+
+@njit(inline="always")
+def _codes_fine(row, inv, xq, xq_lo, start, stop):
+    codes = np.int32(0)
+    for j in range(start, stop):
+        scaled = row[j] * inv
+        code = _round_half_even(scaled)
+        low = np.int32(_round_half_even((scaled - code) * np.float32(FINE)))
+        xq[j] = np.int8(code)
+        xq_lo[j] = np.int8(low)
+        codes += np.int32(FINE) * np.int32(code) + low
+    return np.float32(codes)
 
 
 class Int8Activations:

@@ -23,6 +23,7 @@ from . import floats, gemm, gemv, kquants, legacy
 from .activations import Int8Activations
 from .gemm import Int16Tokens
 from .formats import check_supported, row_nbytes
+from .rows import thread_count
 
 T = GGMLQuantizationType
 TILE_BYTES = 8 << 20           # matmul: float32 bytes of one dequantized tile of rows
@@ -134,7 +135,7 @@ def _int8_product(kernels: _Kernels, raw: np.ndarray, acts: Int8Activations, out
         raise ValueError(f"this type's int8 kernel takes activations in blocks of {kernels.act_block}, not {acts.block}")
     scales = acts.scales() if acts.block == 32 else acts.xd    # the k-quant kernels apply 1/254 themselves
     kernels.matvec_q8(raw, acts.xq, acts.xq_lo, scales, acts.sum16, acts.sum32, acts.code_sums, out,
-                      numba.get_num_threads())
+                      thread_count())
 
 
 def quantize_activations(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -173,8 +174,9 @@ def matvec(raw: np.ndarray, qtype, n_cols: int, x: np.ndarray, out: np.ndarray |
     return out
 
 
-def matmul(raw: np.ndarray, qtype, n_cols: int, X: np.ndarray) -> np.ndarray:
-    """Y = X @ Wᵀ as float32[n_tokens, n_rows] (prefill).
+def matmul(raw: np.ndarray, qtype, n_cols: int, X: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Y = X @ Wᵀ as float32[n_tokens, n_rows] (prefill), into `out` when given (any float32
+    [n_tokens, n_rows] view, e.g. some columns of a wider array).
 
     Rows of W are dequantized a tile at a time (at most TILE_BYTES of float32, in parallel)
     and multiplied by BLAS straight into Y's columns. Up to MATVEC_TOKENS tokens take one
@@ -185,15 +187,19 @@ def matmul(raw: np.ndarray, qtype, n_cols: int, X: np.ndarray) -> np.ndarray:
         raise ValueError(f"X must have shape (n_tokens, {n_cols}), got {X.shape}")
     kernels, raw = _weights(raw, qtype, n_cols)
     n_tokens, n_rows = X.shape[0], raw.shape[0]
+    if out is None:
+        out = np.empty((n_tokens, n_rows), np.float32)
+    elif out.shape != (n_tokens, n_rows) or out.dtype != np.float32:
+        raise ValueError(f"out must be a float32 array of shape ({n_tokens}, {n_rows})")
     if kernels.dequant is _dequant_f32:
-        return X @ raw.view(np.float32).T
-    Y = np.empty((n_tokens, n_rows), np.float32)
+        return np.matmul(X, raw.view(np.float32).T, out=out)
     if n_tokens == 0 or n_rows == 0:
-        return Y
+        return out
     if n_tokens <= MATVEC_TOKENS:
+        row = np.empty(n_rows, np.float32)        # matvec writes contiguous rows; out may be strided
         for t in range(n_tokens):
-            matvec(raw, qtype, n_cols, X[t], out=Y[t])
-        return Y
+            out[t] = matvec(raw, qtype, n_cols, X[t], out=row)
+        return out
     tile_rows = max(1, min(n_rows, TILE_BYTES // (4 * n_cols)))
     tile = _scratch_tile(tile_rows * n_cols).reshape(tile_rows, n_cols)
     row_ids = np.arange(n_rows, dtype=np.int64)
@@ -201,8 +207,8 @@ def matmul(raw: np.ndarray, qtype, n_cols: int, X: np.ndarray) -> np.ndarray:
         stop = min(n_rows, start + tile_rows)
         w = tile[:stop - start]
         kernels.dequant(raw, row_ids[start:stop], w)
-        np.matmul(X, w.T, out=Y[:, start:stop])
-    return Y
+        np.matmul(X, w.T, out=out[:, start:stop])
+    return out
 
 
 _SCRATCH = threading.local()
@@ -256,11 +262,7 @@ class BoundWeight:
             for t in range(X.shape[0]):
                 self.matvec(X[t], out[t])
             return out
-        Y = matmul(self.raw, self.qtype, self.n_cols, X)
-        if out is None:
-            return Y
-        out[...] = Y
-        return out
+        return matmul(self.raw, self.qtype, self.n_cols, X, out)
 
     @property
     def has_int16(self) -> bool:
@@ -274,7 +276,7 @@ class BoundWeight:
         if out is None:
             out = np.empty((acts.n_tokens, self.n_rows), np.float32)
         gemm.gemm16(self.raw, gemm.FORMATS[self.qtype.name], acts.x16, acts.xd, acts.xsum32, acts.n_tokens, out,
-                    numba.get_num_threads())
+                    thread_count())
         return out
 
     def matmul_int8(self, acts: Int8Activations, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:

@@ -1,8 +1,14 @@
 """How the kernels share rows among threads, and the Numba options they compile with."""
 from __future__ import annotations
 
+import numba
 import numpy as np
 from numba import njit
+
+try:
+    from numba.np.ufunc import parallel as _nb_parallel
+except ImportError:                     # another Numba layout: the public call only
+    _nb_parallel = None
 
 from .halves import load_f16, load_f16x8
 
@@ -47,3 +53,17 @@ def sum_products(a, b):
     for i in range(a.size):
         total += a[i] * b[i]
     return total
+
+
+def thread_count() -> int:
+    """numba.get_num_threads() for the kernels' `threads` argument, without its cost on every
+    call: it takes a multiprocessing lock each time (~2 % of a decode step, 187 products a
+    token). Once Numba's threads are up, its per-thread count is read directly; any other
+    state (or a Numba without that function) takes the public call."""
+    if _nb_parallel is not None and getattr(_nb_parallel, "_is_initialized", False):
+        read = getattr(_nb_parallel, "_get_num_threads", None)
+        if read is not None:
+            n = int(read())
+            if n > 0:
+                return n
+    return numba.get_num_threads()

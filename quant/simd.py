@@ -296,3 +296,13 @@ unpack_codes16, unpack_codes32 = _make_unpack("codes16"), _make_unpack("codes32"
 unpack_nibbles32, unpack_q5_32 = _make_unpack("nibbles32"), _make_unpack("q5_32")
 unpack_int8_32 = _make_unpack("int8_32")
 dot_codes16, dot_int8_16 = _make_dot("codes16"), _make_dot("int8_16")
+
+
+@intrinsic
+def float_of_bits(typingctx, bits):
+    """The float32 whose IEEE bits are the int32 `bits` (a bit cast, no conversion)."""
+    sig = types.float32(types.int32)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], F32)
+    return sig, codegen

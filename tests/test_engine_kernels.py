@@ -148,6 +148,9 @@ def test_fast_exp_is_within_two_ulp_of_exp_over_float32s_range():
     want = np.exp(x.astype(np.float64))
     ulp = np.spacing(want.astype(np.float32)).astype(np.float64)
     assert np.max(np.abs(got - want) / ulp) <= 2.0
+    beyond = np.array([88.3, 89.0, 200.0, 1e30, -88.0, -1e30], np.float32)
+    exp_all(beyond, got[:6])
+    assert np.isfinite(got[:6]).all() and (got[:4] > 2e38).all() and (got[4:6] < 1.3e-38).all()
 
 
 def test_rms_norm_and_swiglu_match_their_numpy_definitions():
@@ -158,3 +161,34 @@ def test_rms_norm_and_swiglu_match_their_numpy_definitions():
     np.testing.assert_allclose(ops.rms_norm(x, w, 1e-6), want, rtol=1e-5, atol=1e-6)
     g, u = x[0], x[1]
     np.testing.assert_allclose(ops.swiglu(g, u), g / (1 + np.exp(-g)) * u, rtol=1e-5, atol=1e-6)
+
+
+def test_swiglu_silu_and_gate_give_the_same_in_place_and_out_of_place():
+    rng = np.random.default_rng(6)
+    g, u = (rng.normal(0, 4, (2, 300)).astype(np.float32) for _ in range(2))
+    want_swiglu = g / (1 + np.exp(-g.astype(np.float64))) * u
+    np.testing.assert_allclose(ops.swiglu(g, u), want_swiglu, rtol=1e-5, atol=1e-6)
+    in_place = g.copy()
+    assert ops.swiglu(in_place, u, out=in_place) is in_place
+    np.testing.assert_array_equal(in_place, ops.swiglu(g, u))
+    np.testing.assert_allclose(ops.silu(g), g / (1 + np.exp(-g.astype(np.float64))), rtol=1e-5, atol=1e-6)
+    x = g.copy()
+    np.testing.assert_array_equal(ops.silu(x, out=x), ops.silu(g))
+    gated = ops.times_sigmoid_(u.copy(), g)
+    np.testing.assert_allclose(gated, u / (1 + np.exp(-g.astype(np.float64))), rtol=1e-5, atol=1e-6)
+    extreme = np.array([-200.0, -90.0, 0.0, 90.0, 200.0], np.float32)
+    np.testing.assert_allclose(ops.silu(extreme), [0.0, 0.0, 0.0, 90.0, 200.0], atol=1e-35)    # no inf, no NaN
+
+
+def test_rope_rotates_the_first_n_rot_dims_in_place():
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((3, 5, 16)).astype(np.float32)
+    cos, sin = ops.rope_cos_sin(np.broadcast_to(np.arange(7, 12), (3, 5)), 8, 10000.0, (2, 1, 1))
+    half = 4
+    want = x.copy()
+    want[..., :half] = x[..., :half] * cos[:, :half] - x[..., half:8] * sin[:, :half]
+    want[..., half:8] = x[..., half:8] * cos[:, half:] + x[..., :half] * sin[:, half:]
+    got = x.copy()
+    assert ops.apply_rope(got, cos, sin) is got
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(got[..., 8:], x[..., 8:])          # past n_rot: untouched

@@ -75,6 +75,29 @@ def test_fine_activations_keep_the_rounding_residual(block, rng):
     np.testing.assert_allclose(acts.sum16, x.reshape(2, -1, 16).sum(-1), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("block", [32, 256])
+@pytest.mark.parametrize("fine", [False, True], ids=["int8", "fine"])
+def test_activation_codes_round_half_to_even_as_numpys_rint(block, fine, rng):
+    x = (rng.standard_normal((2, 1024)) * 3).astype(np.float32)
+    x[0, :block] = np.arange(block) - block / 2 + 0.5                  # every code a tie: .5 steps
+    x[0, 0] = -(block / 2)                                              # and the block's maximum
+    x[1, block:2 * block] = 0.0
+    acts = Int8Activations.quantize(x, fine=fine, block=block)
+    blocks = x.reshape(2, -1, block)
+    d = np.abs(blocks).max(-1, keepdims=True) / np.float32(127)
+    inv = np.divide(np.float32(1), d, out=np.zeros_like(d), where=d > 0)
+    scaled = blocks * inv
+    codes = np.rint(scaled)
+    np.testing.assert_array_equal(acts.xq, codes.reshape(2, -1))
+    np.testing.assert_array_equal(acts.xd, d[..., 0])
+    if fine:
+        low = np.rint((scaled - codes) * np.float32(FINE))
+        np.testing.assert_array_equal(acts.xq_lo, low.reshape(2, -1))
+        np.testing.assert_array_equal(acts.code_sums, (FINE * codes + low).sum(-1))
+    else:
+        np.testing.assert_array_equal(acts.code_sums, codes.sum(-1))
+
+
 def test_activations_of_the_wrong_block_size_are_refused(rng):
     raw = random_blocks(T.Q4_K, rng)
     X = rng.standard_normal((1, COLS[T.Q4_K])).astype(np.float32)

@@ -55,7 +55,9 @@ def test_logits_equal_plain_decoding_whether_drafts_are_taken_or_not():
             token, taken = d.batch[d.used], taken + 1
         else:
             token = int(rng.integers(0, 1500))
-        np.testing.assert_allclose(spec.decode(token, s_spec), plain.decode(token, s_plain), rtol=0, atol=1e-4)
+        # a batch of verified tokens against one token at a time: the same kernels, rounding
+        # apart (measured 0.7-1.0e-4 on logits up to 14; a wrong state would be off by > 1e-2)
+        np.testing.assert_allclose(spec.decode(token, s_spec), plain.decode(token, s_plain), rtol=0, atol=2e-4)
         assert (s_spec.n_tokens, s_spec.next_position) == (s_plain.n_tokens, s_plain.next_position)
     assert taken >= 5
 

@@ -76,30 +76,32 @@ def test_gelu_kernels_match_their_formulas():
     assert np.abs(erf_form - tanh_form).max() > 1e-4        # the two forms are not the same
 
 
-def test_exp_rows_give_numpys_softmax_numerators_and_sums():
-    s = np.random.default_rng(2).normal(0, 5, (2, 7, 33)).astype(np.float32)
-    e = np.exp((s - s.max(-1, keepdims=True)).astype(np.float64))   # the float32 difference, as the kernel
-    got = s.copy()
-    sums = vision.exp_rows_(got)
+def test_softmax_numerators_are_numpys_scaled_exponentials_and_their_sums():
+    s = np.random.default_rng(2).normal(0, 5, (7, 33)).astype(np.float32)
+    scale = np.float32(0.125)
+    e = np.exp(((s - s.max(-1, keepdims=True)) * scale).astype(np.float64))   # float32 steps, as the kernel
+    got, sums = s.copy(), np.empty(7, np.float32)
+    vision._softmax_numerators(got, scale, sums)
     np.testing.assert_allclose(got, e, rtol=1e-6, atol=1e-30)
     np.testing.assert_allclose(sums, e.sum(-1), rtol=1e-6)
 
 
-@pytest.mark.parametrize("n, budget_rows", [
-    (1, None),          # a single patch
-    (64, None),         # one block
-    (64, 7),            # ragged blocks: 7 rows at a time, the last one short
-    (200, 1),           # one query row at a time
+@pytest.mark.parametrize("n, budget_rows, workers", [
+    (1, None, 1),       # a single patch
+    (64, None, 1),      # one block
+    (64, 7, 2),         # ragged blocks: 7 rows at a time, the last one short; heads split in two
+    (200, 1, 3),        # one query row at a time, three workers for three heads
+    (50, None, 8),      # more workers than heads
 ])
-def test_attention_in_row_blocks_equals_one_block(monkeypatch, n, budget_rows):
+def test_attention_in_row_blocks_equals_one_block(monkeypatch, n, budget_rows, workers):
     rng = np.random.default_rng(n)
     q, k, v = (rng.normal(0, 1, (3, n, 16)).astype(np.float32) for _ in range(3))
     scores = np.einsum("hnd,hmd->hnm", q, k) / 4.0
     p = np.exp(scores - scores.max(-1, keepdims=True))
     want = np.einsum("hnm,hmd->nhd", p / p.sum(-1, keepdims=True), v).reshape(n, 48)
     if budget_rows:
-        monkeypatch.setattr(vision, "ATTENTION_BYTES", 4 * 3 * n * budget_rows)
-    assert np.abs(vision.attention(q, k, v) - want).max() < 1e-5
+        monkeypatch.setattr(vision, "ATTENTION_BYTES", 4 * n * budget_rows)
+    assert np.abs(vision.attention(q, k, v, workers) - want).max() < 1e-5
 
 
 def test_mlp_in_row_chunks_equals_one_pass(monkeypatch, vis):

@@ -70,4 +70,4 @@ class GatedAttention:
         # the whole cache arrays (C-contiguous; positions past n_past + T unread): a view of
         # the first positions has unknown strides to Numba, and the loops went scalar (25x)
         kernels.fused_causal_attention(q, *cache.kernel_arrays(), n_past, o)
-        return w.attn_output(o.reshape(T, self.n_head * d) * ops.sigmoid(gate))
+        return w.attn_output(ops.times_sigmoid_(o.reshape(T, self.n_head * d), np.ascontiguousarray(gate)))

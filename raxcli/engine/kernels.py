@@ -14,25 +14,18 @@ from numba import types
 from numba.extending import intrinsic, overload
 
 from quant.halves import half_at
-
-
-@intrinsic
-def _float_of_bits(typingctx, bits):
-    """The float32 whose IEEE bits are the int32 `bits`."""
-    sig = types.float32(types.int32)
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.FloatType())
-    return sig, codegen
+from quant.simd import float_of_bits
 
 
 @nb.njit(inline="always", fastmath=True)
 def fast_exp(x):
     """e**x in float32 to ~1 ulp (Cephes' expf: x = n·ln2 + r, a degree-6 polynomial in r,
     times 2**n built in the exponent bits). Unlike libm's expf it vectorises inside loops:
-    a softmax row of 784 values in vector registers, 6x the scalar call (x clamped to
-    float32's normal range: exp(-88) stands for anything smaller)."""
-    x = min(max(x, np.float32(-87.3)), np.float32(88.7))
+    a softmax row of 784 values in vector registers, 6x the scalar call. x is clamped to
+    [-87.3, 88.3], where 2**n stays a normal float: exp(-87.3) stands for anything smaller,
+    exp(88.3) ≈ 2.2e38 for anything larger (finite: under fast-math 1 / (1 + e**x) is a
+    reciprocal estimate and a Newton step, which turns an infinity into NaN)."""
+    x = min(max(x, np.float32(-87.3)), np.float32(88.3))
     n = np.floor(x * np.float32(1.44269504088896341) + np.float32(0.5))
     r = x - n * np.float32(0.693359375) + n * np.float32(2.12194440e-4)
     p = np.float32(1.9875691500e-4)
@@ -42,37 +35,18 @@ def fast_exp(x):
     p = p * r + np.float32(1.6666665459e-1)
     p = p * r + np.float32(5.0000001201e-1)
     p = p * (r * r) + r + np.float32(1.0)
-    return p * _float_of_bits((np.int32(n) + np.int32(127)) << np.int32(23))
+    return p * float_of_bits((np.int32(n) + np.int32(127)) << np.int32(23))
 
 
-@nb.njit(cache=True, parallel=True, fastmath=True)
-def exp_rows_(s):
-    """s ← exp(s − max of its row) over the last axis of a C-contiguous float32 array, in
-    place; returns the rows' sums (float32, s.shape[:-1]). A softmax is s / sums: attention
-    divides its [rows, d] output instead of the [rows, n] weights, one pass fewer."""
-    n = s.shape[-1]
-    rows = s.reshape(-1, n)
-    sums = np.empty(rows.shape[0], np.float32)
-    for i in nb.prange(rows.shape[0]):
-        row = rows[i]
-        top = row[0]
-        for j in range(1, n):
-            top = max(top, row[j])
-        total = np.float32(0.0)
-        for j in range(n):
-            e = fast_exp(row[j] - top)
-            row[j] = e
-            total += e
-        sums[i] = total
-    return sums.reshape(s.shape[:-1])
+@nb.njit(inline="always", fastmath=True)
+def silu(v):
+    """v · σ(v) with `fast_exp` (libm's expf does not vectorise). Callers compile with
+    error_model="numpy": Numba's default checks every float division for zero, which alone
+    kept such loops scalar (SiLU over 6144 values: 18 µs, vectorised 2 µs)."""
+    return v / (np.float32(1.0) + fast_exp(-v))
 
 
-@nb.njit(inline="always")
-def _silu(v):
-    return v / (np.float32(1.0) + np.exp(-v))
-
-
-@nb.njit(cache=True, parallel=True, fastmath={"reassoc", "contract", "nsz", "arcp"})
+@nb.njit(cache=True, parallel=True, fastmath={"reassoc", "contract", "nsz", "arcp"}, error_model="numpy")
 def deltanet_recurrent(qkv, z, b_raw, a_raw, conv_w, conv_state, ssm_a, dt_bias, norm_w, eps,
                        n_k, states, history, out):
     """The gated DeltaNet token mixer after its projections, token by token, fused per v-head
@@ -108,7 +82,7 @@ def deltanet_recurrent(qkv, z, b_raw, a_raw, conv_w, conv_state, ssm_a, dt_bias,
                 for i in range(d):
                     row[i] += w[i] * x[i]
             for i in range(d):
-                row[i] = _silu(row[i])
+                row[i] = silu(row[i])
     for h in nb.prange(n_v):
         kh = h % n_k                      # tiled v-heads: v-head h reads k-head h mod n_k
         q = np.empty(d, np.float32)
@@ -146,7 +120,7 @@ def deltanet_recurrent(qkv, z, b_raw, a_raw, conv_w, conv_state, ssm_a, dt_bias,
                 ss += o[j] * o[j]
             inv = np.float32(1.0) / np.sqrt(ss / np.float32(d) + np.float32(eps))
             for j in range(d):
-                out[t, h * d + j] = o[j] * inv * norm_w[j] * _silu(z[t, h * d + j])
+                out[t, h * d + j] = o[j] * inv * norm_w[j] * silu(z[t, h * d + j])
     # the conv state: the last K-1 inputs (left alone for drafted tokens: see DeltaNetCache)
     if not keep:
         _shift_conv_state(qkv, conv_state)
