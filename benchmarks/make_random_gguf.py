@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from quant.page_cache import release_page_cache
 from raxcli.tokenizer import BYTE_TO_CHAR
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -242,6 +243,7 @@ def main() -> None:
         t0 = time.perf_counter()
         tmp = f16.with_suffix(".part")
         write_f16(tmp, args.chat_template.read_text(), args.seed)
+        release_page_cache(tmp)     # both programs then map it in large pages (quant/page_cache.py)
         tmp.rename(f16)
         print(f"wrote {f16} ({f16.stat().st_size / 1e9:.2f} GB, {time.perf_counter() - t0:.0f} s)", flush=True)
     for qtype in args.types:
@@ -252,6 +254,7 @@ def main() -> None:
             sys.exit(f"{args.llama_quantize} not found: build llama.cpp's llama-quantize first")
         tmp = out.with_suffix(".part")
         quantize(args.llama_quantize, f16, tmp, qtype, args.threads)
+        release_page_cache(tmp)
         tmp.rename(out)
         print(f"wrote {out} ({out.stat().st_size / 1e9:.2f} GB)", flush=True)
 

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import gguf
 
+from quant.page_cache import release_page_cache
+
 SHAPE = dict(n_embd=1024, n_ff=4096, n_head=16, n_layer=24, patch=16, pos_side=48, merge=2, out=2048)
 
 
@@ -85,6 +87,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     write_mmproj(args.out, args.seed)
+    release_page_cache(args.out)        # read back in large pages (quant/page_cache.py)
     print(f"wrote {args.out} ({args.out.stat().st_size / 2**20:.0f} MiB)")
 
 

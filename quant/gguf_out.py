@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
 
+from .page_cache import release_page_cache
 from .quantize import quantize
 
 V = GGUFValueType
@@ -141,12 +142,15 @@ def _padded(n: int) -> int:
 
 @contextmanager
 def atomic_output(path: Path) -> Iterator[Path]:
-    """A temporary path beside `path`, renamed to it when the block completes; removed if not."""
+    """A temporary path beside `path`, renamed to it when the block completes; removed if not.
+    A large file is flushed and its pages dropped from the page cache before the rename
+    (page_cache.py: the first load then maps it in large pages)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
+        release_page_cache(tmp)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)           # mkstemp's 0600 → what open() would have made

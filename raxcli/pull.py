@@ -16,6 +16,8 @@ import re
 import sys
 from pathlib import Path
 
+from quant.page_cache import release_page_cache
+
 from .errors import UserError
 
 # Preference when no QUANT is named: the usual quality/size balance first.
@@ -173,6 +175,7 @@ def download(repo: str, filename: str, folder: Path, err) -> Path:
             raise PullError(f"download of {filename} stopped: {_reason(exc)}; run the same command again "
                             "to continue") from None
     _verify(part, meta.etag, size, filename, err)
+    release_page_cache(part)            # the first load reads it back in large pages (quant/page_cache.py)
     os.replace(part, target)
     err.write(f"rax: {target}\n")
     return target

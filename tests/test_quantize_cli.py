@@ -137,3 +137,16 @@ def test_interrupt_midway_leaves_no_output(tmp_path, monkeypatch):
     result = rax(tiny_checkpoint(tmp_path), tmp_path / "m.gguf", "--type", "f16", "--mmproj", tmp_path / "mm.gguf")
     assert result.exit_code == 130
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny-vk2"]
+
+
+def test_large_written_files_leave_the_page_cache_and_small_ones_stay(tmp_path, monkeypatch):
+    import os
+    from quant import page_cache
+    calls = []
+    monkeypatch.setattr(os, "posix_fadvise", lambda fd, off, n, advice: calls.append(advice), raising=False)
+    small = tmp_path / "small.bin"
+    small.write_bytes(b"x" * 1000)
+    assert not page_cache.release_page_cache(small) and calls == []
+    monkeypatch.setattr(page_cache, "LARGE_FILE", 500)
+    assert page_cache.release_page_cache(small) and calls == [os.POSIX_FADV_DONTNEED]
+    assert not page_cache.release_page_cache(tmp_path / "missing.bin")
