@@ -156,21 +156,31 @@ def rope_cos_sin(positions: np.ndarray, n_rot: int, theta: float, sections) -> t
 
 
 def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
-    """x: contiguous float32 [H, T, head_dim]; rotates the first n_rot dims in place,
-    rotate-half pairing: [x₁, x₂] ← [x₁·cos − x₂·sin, x₂·cos + x₁·sin] (cos, sin: [T, n_rot])."""
-    _rope(x, np.ascontiguousarray(cos, dtype=np.float32), np.ascontiguousarray(sin, dtype=np.float32))
-    return x
+    """x: contiguous float32 [H, T, head_dim]; rotates the first n_rot dims in place."""
+    return rotate_half(x, cos, sin, x)
 
 
-@nb.njit(cache=True)
-def _rope(x, cos, sin):
+def rotate_half(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Rotary embedding, rotate-half pairing, of x [H, T, d] (any strides) into out (x itself,
+    or a new [H, T, d] array): the first n_rot dims (cos, sin: [T, n_rot]) become
+    [x₁·cos − x₂·sin, x₂·cos + x₁·sin] for their halves x₁, x₂; the dims past n_rot are
+    copied. Text attention rotates in place, the vision tower out of its qkv buffer."""
+    _rotate_half(x, np.ascontiguousarray(cos, dtype=np.float32), np.ascontiguousarray(sin, dtype=np.float32), out)
+    return out
+
+
+@nb.njit(cache=True, parallel=True)
+def _rotate_half(x, cos, sin, out):
+    heads, T, d = x.shape
     half = cos.shape[1] // 2
-    for h in range(x.shape[0]):
-        for t in range(x.shape[1]):
-            for i in range(half):
-                a, b = x[h, t, i], x[h, t, i + half]
-                x[h, t, i] = a * cos[t, i] - b * sin[t, i]
-                x[h, t, i + half] = b * cos[t, i + half] + a * sin[t, i + half]
+    for task in nb.prange(heads * T):
+        h, t = task // T, task % T
+        for i in range(half):
+            a, b = x[h, t, i], x[h, t, i + half]
+            out[h, t, i] = a * cos[t, i] - b * sin[t, i]
+            out[h, t, i + half] = b * cos[t, i + half] + a * sin[t, i + half]
+        for i in range(2 * half, d):
+            out[h, t, i] = x[h, t, i]
 
 
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:

@@ -23,8 +23,8 @@ import math
 import numba as nb
 import numpy as np
 
-from ..blas_threads import blas_threads
 from .kernels import fast_exp
+from .ops import rotate_half
 from .mmproj import VisionConfig, VisionWeights
 from .worker_pool import dense_product, product, run_parts
 
@@ -137,22 +137,7 @@ def rotary_cos_sin(grid_h: int, grid_w: int, merge: int, head_dim: int, theta: f
 
 def apply_rotary(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
     """x: [heads, n, d] (any strides) → x·cos + rotate_half(x)·sin, contiguous."""
-    out = np.empty(x.shape, np.float32)
-    _rotary(x, cos, sin, out)
-    return out
-
-
-@nb.njit(cache=True, parallel=True, fastmath=True)
-def _rotary(x, cos, sin, out):
-    """rotate_half(x) = [−x₂, x₁] for the halves x₁, x₂ of each head's vector."""
-    heads, n, d = x.shape
-    half = d // 2
-    for task in nb.prange(heads * n):
-        h, i = task // n, task % n
-        for j in range(half):
-            a, b = x[h, i, j], x[h, i, j + half]
-            out[h, i, j] = a * cos[i, j] - b * sin[i, j]
-            out[h, i, j + half] = b * cos[i, j + half] + a * sin[i, j + half]
+    return rotate_half(x, cos, sin, np.empty(x.shape, np.float32))
 
 
 # ---------------------------------------------------------------------------------------
@@ -187,8 +172,7 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, workers: int = 1) -> 
                 np.matmul(scores[:r], v[h], out=o[:r])
                 _divide_rows_into(o[:r], sums, out, h, start)
 
-    with blas_threads(1):
-        run_parts(run, range(workers), workers)
+    run_parts(run, range(workers), workers)
     return out.reshape(n, heads * d)
 
 
@@ -283,12 +267,11 @@ class VisionTower:
         """Run one image ([1, 3, H, W]) or one temporal pair ([2, 3, H, W]) through the tower;
         position, cos, sin: the grid's position embedding and rotary tables; the products and
         attention heads shared among `workers` threads (engine/worker_pool.py)."""
-        with blas_threads(1):
-            x = self.embed_patches(frames, workers)
-            x += position
-            for b in self.weights.blocks:
-                x = self.block(b, x, cos, sin, workers)
-            return self.merge(x, workers)
+        x = self.embed_patches(frames, workers)
+        x += position
+        for b in self.weights.blocks:
+            x = self.block(b, x, cos, sin, workers)
+        return self.merge(x, workers)
 
     def encode(self, visual) -> np.ndarray:
         """A `media.VisualInput` → its embeddings [n_tokens, projection_dim]."""

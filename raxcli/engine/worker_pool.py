@@ -8,8 +8,8 @@ patches on 2 cores: a 784×1024×3072 product 25.0 ms on two workers against 24.
 two-threaded BLAS, attention 18 ms against 40-47 ms, and run back to back the
 two-threaded pair took 19 ms more than its parts, the workers none.
 
-Each worker sets Numba to one thread for itself (`numba.set_num_threads` is per thread);
-the caller runs BLAS on one thread (`blas_threads(1)`) while it hands out work.
+Each worker sets Numba to one thread for itself (`numba.set_num_threads` is per thread),
+and `run_parts` holds OpenBLAS (process-wide) at one thread while the workers run.
 """
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ import numpy as np
 
 from quant import kernels
 
+from ..blas_threads import blas_threads
+
 
 @lru_cache(maxsize=4)
 def _pool(workers: int) -> ThreadPoolExecutor:
@@ -30,15 +32,22 @@ def _pool(workers: int) -> ThreadPoolExecutor:
                               initargs=(1,))
 
 
-def run_parts(work: Callable[[int], None], parts: Iterable[int], workers: int) -> None:
-    """work(part) for every part, on `workers` threads (inline for one); the first error is
-    raised here once every part has ended."""
+def run_parts(work: Callable, parts: Iterable, workers: int) -> None:
+    """work(part) for every part, on `workers` threads (inline for one), with BLAS on one
+    thread; the first error is raised here once every part has ended."""
     parts = list(parts)
-    if workers <= 1 or len(parts) <= 1:
-        for part in parts:
-            work(part)
-        return
-    list(_pool(workers).map(work, parts))
+    with blas_threads(1):
+        if workers <= 1 or len(parts) <= 1:
+            for part in parts:
+                work(part)
+        else:
+            list(_pool(workers).map(work, parts))
+
+
+def _shares(n: int, workers: int) -> list[tuple[int, int]]:
+    """[a, b) ranges dealing n rows to at most `workers` parts, as evenly as can be."""
+    bounds = np.linspace(0, n, max(1, min(workers, n)) + 1).astype(np.int64)
+    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def product(matrix, x: np.ndarray, workers: int) -> np.ndarray:
@@ -47,22 +56,20 @@ def product(matrix, x: np.ndarray, workers: int) -> np.ndarray:
     result."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     out = np.empty((x.shape[0], matrix.n_out), np.float32)
-    bounds = np.linspace(0, matrix.n_out, max(1, min(workers, matrix.n_out)) + 1).astype(np.int64)
 
-    def share(i: int) -> None:
-        a, b = int(bounds[i]), int(bounds[i + 1])
+    def share(rows: tuple[int, int]) -> None:
+        a, b = rows
         kernels.matmul(matrix.raw[a:b], matrix.ggml_type, matrix.n_in, x, out[:, a:b])
-    run_parts(share, range(len(bounds) - 1), workers)
+    run_parts(share, _shares(matrix.n_out, workers), workers)
     return out
 
 
 def dense_product(x: np.ndarray, w: np.ndarray, workers: int) -> np.ndarray:
     """x @ w for float32 arrays, each worker taking its share of x's rows."""
     out = np.empty((x.shape[0], w.shape[1]), np.float32)
-    bounds = np.linspace(0, x.shape[0], max(1, min(workers, x.shape[0])) + 1).astype(np.int64)
 
-    def share(i: int) -> None:
-        a, b = int(bounds[i]), int(bounds[i + 1])
+    def share(rows: tuple[int, int]) -> None:
+        a, b = rows
         np.matmul(x[a:b], w, out=out[a:b])
-    run_parts(share, range(len(bounds) - 1), workers)
+    run_parts(share, _shares(x.shape[0], workers), workers)
     return out
