@@ -7,10 +7,12 @@
 For each file, `rax bench --json` and `llama-bench -o json` (-p 128 -n 32, one repetition
 each) take turns, `--repetitions` times, so a change in machine load hits both alike; the
 medians are compared. The machine's memory bandwidth is measured once (a streaming read of
-1 GiB by the same number of threads), which bounds decoding: every weight byte is read once
+2 GiB by the same number of threads), which bounds decoding: every weight byte is read once
 per token, so tok/s ≤ bandwidth / bytes per token (the trunk's and the output matrix's
 bytes; the MTP block is not read). The ceiling is a streaming read of anonymous memory; the
-weights come from the file's page cache in 4 KiB pages, which streamed ~15% slower here.
+weights come from the file's page cache, which streamed ~12% slower here when it held the
+file in 4 KiB pages (as writing leaves it) and about as fast in 2 MB folios (as a read from
+disk leaves it: quant/page_cache.py; make_random_gguf.py drops the files it writes).
 
 Two threads are all this machine has: the load average is printed beside every run, and a
 figure taken while something else runs is wrong, not noisy. `--wait-quiet` waits for an
