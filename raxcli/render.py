@@ -113,9 +113,11 @@ class TurnView:
         if not step.text:
             return
         if step.thinking:
+            self.thinking += step.text
             if self.thinking_started is None:
                 self.thinking_started = time.perf_counter()
-            self.thinking += step.text
+                if self.live is not None:
+                    self.live.refresh()     # the panel at once, not at the next frame: a fast model thinks in less
         else:
             if not self.answer and self.thinking_started is not None:
                 self.thinking_s = time.perf_counter() - self.thinking_started
