@@ -118,11 +118,17 @@ class Int8Activations:
     @classmethod
     def quantize(cls, x: np.ndarray, fine: bool = False, block: int = 32) -> "Int8Activations":
         """x: float32 [T, n] (C-contiguous)."""
-        acts = cls(x.shape[0], x.shape[1], fine, block)
-        quantize_rows(x, block, acts.xq, acts.xq_lo, acts.xd, acts.sum16, acts.sum32, acts.code_sums)
-        if fine:
-            np.multiply(acts.xd, np.float32(1.0 / FINE), out=acts.xd_fine)
-        return acts
+        return cls(x.shape[0], x.shape[1], fine, block).requantize(x)
+
+    def requantize(self, x: np.ndarray) -> "Int8Activations":
+        """Quantize new values x [T, n] (this form's shape) into these same arrays: a decode
+        step re-makes its activations without allocating."""
+        if x.shape != self.xq.shape:
+            raise ValueError(f"these activations hold {self.xq.shape} values, not {x.shape}")
+        quantize_rows(x, self.block, self.xq, self.xq_lo, self.xd, self.sum16, self.sum32, self.code_sums)
+        if self.fine:
+            np.multiply(self.xd, np.float32(1.0 / FINE), out=self.xd_fine)
+        return self
 
     def scales(self) -> np.ndarray:
         """The activation scale per block that multiplies the integer dot products."""

@@ -1,17 +1,24 @@
 """int8-activation products W @ x_t for T tokens at once (decode: T = 1; verifying drafted
-tokens: a few), on Q8_0, Q4_0, Q4_K, Q5_K and Q6_K blocks.
+tokens: a few), on Q8_0, Q4_0, Q4_K, Q5_K and Q6_K blocks, for one matrix or for several
+that read the same input (DeltaNet's four input projections, attention's q, k, v, the MLP's
+gate and up) in one parallel pass.
 
-    gemv_<t>(raw, xq, xq_lo, xd, xsum16, xsum32, code_sums, out, threads)
-        raw [n_rows, row_bytes] uint8; xq [T, n] int8 with xd [T, n/32] (Q8_0, Q4_0) or
-        [T, n/256] (k-quants) its scales (activations.py); xq_lo [T, n] residual codes or
-        [T, 0] for none (then xd is the plain scale; for Q8_0 / Q4_0 with residual codes,
-        the scale / 254); xsum16, xsum32: exact sums of x over 16 and 32 values; code_sums:
-        the activation codes' sum per block (Q8_0's offset, rowdot.SIGNED_OFFSET); out
-        [T, n_rows]; threads: numba.get_num_threads(), one part of the rows each.
+    gemv_<t>(base, starts, rows, xq, xq_lo, xd, xsum16, xsum32, code_sums, out, threads)
+        base: uint8 bytes holding every matrix (a file's memory map, or one matrix's bytes);
+        matrix m has rows[m] rows of the type's row bytes for n columns, from byte starts[m]
+        of base on. Their outputs lie side by side in out [T, sum(rows)].
+        xq [T, n] int8 with xd [T, n/32] (Q8_0, Q4_0) or [T, n/256] (k-quants) its scales
+        (activations.py); xq_lo [T, n] residual codes or [T, 0] for none (then xd is the
+        plain scale; for Q8_0 / Q4_0 with residual codes, the scale / 254); xsum16, xsum32:
+        exact sums of x over 16 and 32 values; code_sums: the activation codes' sum per block
+        (Q8_0's offset, rowdot.SIGNED_OFFSET); threads: rows.thread_count(), one equal share
+        of all the rows each.
 
 One `rowdot` (Q8_0, Q4_0: rowdot.py) or `kdot` (k-quants: kdot.py) per row and token, the
 scales decoded inside their block loops. The row's bytes stay in L1 for the next token, so
-a batch of a few tokens costs about the memory traffic of one.
+a batch of a few tokens costs about the memory traffic of one. One pass for several matrices
+saves a parallel region and a dispatch per matrix, and the small ones (DeltaNet's β and α:
+16 rows) no longer leave a thread idle.
 """
 from __future__ import annotations
 
@@ -22,86 +29,114 @@ from .kdot import kdot_fine_q4_k, kdot_fine_q5_k, kdot_fine_q6_k, kdot_q4_k, kdo
 from .rowdot import rowdot_fine_q4_0, rowdot_fine_q8_0, rowdot_q4_0, rowdot_q8_0
 
 
-@njit(**DOT)
-def gemv_q8_0(raw, xq, xq_lo, xd, xsum16, xsum32, code_sums, out, threads):
-    n_tok, n_cols = xq.shape
-    n_rows, row_bytes, n_blocks = raw.shape[0], raw.shape[1], n_cols // 32
-    fine = xq_lo.shape[1] == n_cols
-    parts = max(1, min(n_rows, threads))
-    for part in prange(parts):
-        for r in part_rows(part, parts, n_rows):
-            for t in range(n_tok):
-                if fine:
-                    out[t, r] = rowdot_fine_q8_0(raw, r * row_bytes, xq, xq_lo, t * n_cols, xd, code_sums,
-                                                 t * n_blocks, n_blocks)
-                else:
-                    out[t, r] = rowdot_q8_0(raw, r * row_bytes, xq, t * n_cols, xd, code_sums, t * n_blocks,
-                                            n_blocks)
+@njit(inline="always")
+def total_rows(rows):
+    n = 0
+    for m in range(rows.size):
+        n += rows[m]
+    return n
 
 
 @njit(**DOT)
-def gemv_q4_0(raw, xq, xq_lo, xd, xsum16, xsum32, code_sums, out, threads):
+def gemv_q8_0(base, starts, rows, xq, xq_lo, xd, xsum16, xsum32, code_sums, out, threads):
     n_tok, n_cols = xq.shape
-    n_rows, row_bytes, n_blocks = raw.shape[0], raw.shape[1], n_cols // 32
-    fine = xq_lo.shape[1] == n_cols
-    parts = max(1, min(n_rows, threads))
+    n_units = n_cols // 32
+    row_bytes, fine, total = n_units * 34, xq_lo.shape[1] == n_cols, total_rows(rows)
+    parts = max(1, min(total, threads))
     for part in prange(parts):
-        for r in part_rows(part, parts, n_rows):
-            for t in range(n_tok):
-                if fine:
-                    out[t, r] = rowdot_fine_q4_0(raw, r * row_bytes, xq, xq_lo, t * n_cols, xd, xsum32,
-                                                 t * n_blocks, n_blocks)
-                else:
-                    out[t, r] = rowdot_q4_0(raw, r * row_bytes, xq, t * n_cols, xd, xsum32, t * n_blocks,
-                                            n_blocks)
+        share = part_rows(part, parts, total)
+        column = 0                  # the first output column of matrix m
+        for m in range(rows.size):
+            for c in range(max(share.start, column), min(share.stop, column + rows[m])):
+                o = starts[m] + (c - column) * row_bytes
+                for t in range(n_tok):
+                    x0, s0 = t * n_cols, t * n_units
+                    if fine:
+                        out[t, c] = rowdot_fine_q8_0(base, o, xq, xq_lo, x0, xd, code_sums, s0, n_units)
+                    else:
+                        out[t, c] = rowdot_q8_0(base, o, xq, x0, xd, code_sums, s0, n_units)
+            column += rows[m]
 
 
 @njit(**DOT)
-def gemv_q4_k(raw, xq, xq_lo, xd, xsum16, xsum32, code_sums, out, threads):
+def gemv_q4_0(base, starts, rows, xq, xq_lo, xd, xsum16, xsum32, code_sums, out, threads):
     n_tok, n_cols = xq.shape
-    n_rows, row_bytes, n_super = raw.shape[0], raw.shape[1], n_cols // 256
-    fine = xq_lo.shape[1] == n_cols
-    parts = max(1, min(n_rows, threads))
+    n_units = n_cols // 32
+    row_bytes, fine, total = n_units * 18, xq_lo.shape[1] == n_cols, total_rows(rows)
+    parts = max(1, min(total, threads))
     for part in prange(parts):
-        for r in part_rows(part, parts, n_rows):
-            for t in range(n_tok):
-                if fine:
-                    out[t, r] = kdot_fine_q4_k(raw, r * row_bytes, xq, xq_lo, t * n_cols, xd, xsum16, xsum32,
-                                               t * n_super, n_super)
-                else:
-                    out[t, r] = kdot_q4_k(raw, r * row_bytes, xq, xq_lo, t * n_cols, xd, xsum16, xsum32,
-                                          t * n_super, n_super)
+        share = part_rows(part, parts, total)
+        column = 0                  # the first output column of matrix m
+        for m in range(rows.size):
+            for c in range(max(share.start, column), min(share.stop, column + rows[m])):
+                o = starts[m] + (c - column) * row_bytes
+                for t in range(n_tok):
+                    x0, s0 = t * n_cols, t * n_units
+                    if fine:
+                        out[t, c] = rowdot_fine_q4_0(base, o, xq, xq_lo, x0, xd, xsum32, s0, n_units)
+                    else:
+                        out[t, c] = rowdot_q4_0(base, o, xq, x0, xd, xsum32, s0, n_units)
+            column += rows[m]
 
 
 @njit(**DOT)
-def gemv_q5_k(raw, xq, xq_lo, xd, xsum16, xsum32, code_sums, out, threads):
+def gemv_q4_k(base, starts, rows, xq, xq_lo, xd, xsum16, xsum32, code_sums, out, threads):
     n_tok, n_cols = xq.shape
-    n_rows, row_bytes, n_super = raw.shape[0], raw.shape[1], n_cols // 256
-    fine = xq_lo.shape[1] == n_cols
-    parts = max(1, min(n_rows, threads))
+    n_units = n_cols // 256
+    row_bytes, fine, total = n_units * 144, xq_lo.shape[1] == n_cols, total_rows(rows)
+    parts = max(1, min(total, threads))
     for part in prange(parts):
-        for r in part_rows(part, parts, n_rows):
-            for t in range(n_tok):
-                if fine:
-                    out[t, r] = kdot_fine_q5_k(raw, r * row_bytes, xq, xq_lo, t * n_cols, xd, xsum16, xsum32,
-                                               t * n_super, n_super)
-                else:
-                    out[t, r] = kdot_q5_k(raw, r * row_bytes, xq, xq_lo, t * n_cols, xd, xsum16, xsum32,
-                                          t * n_super, n_super)
+        share = part_rows(part, parts, total)
+        column = 0                  # the first output column of matrix m
+        for m in range(rows.size):
+            for c in range(max(share.start, column), min(share.stop, column + rows[m])):
+                o = starts[m] + (c - column) * row_bytes
+                for t in range(n_tok):
+                    x0, s0 = t * n_cols, t * n_units
+                    if fine:
+                        out[t, c] = kdot_fine_q4_k(base, o, xq, xq_lo, x0, xd, xsum16, xsum32, s0, n_units)
+                    else:
+                        out[t, c] = kdot_q4_k(base, o, xq, xq_lo, x0, xd, xsum16, xsum32, s0, n_units)
+            column += rows[m]
 
 
 @njit(**DOT)
-def gemv_q6_k(raw, xq, xq_lo, xd, xsum16, xsum32, code_sums, out, threads):
+def gemv_q5_k(base, starts, rows, xq, xq_lo, xd, xsum16, xsum32, code_sums, out, threads):
     n_tok, n_cols = xq.shape
-    n_rows, row_bytes, n_super = raw.shape[0], raw.shape[1], n_cols // 256
-    fine = xq_lo.shape[1] == n_cols
-    parts = max(1, min(n_rows, threads))
+    n_units = n_cols // 256
+    row_bytes, fine, total = n_units * 176, xq_lo.shape[1] == n_cols, total_rows(rows)
+    parts = max(1, min(total, threads))
     for part in prange(parts):
-        for r in part_rows(part, parts, n_rows):
-            for t in range(n_tok):
-                if fine:
-                    out[t, r] = kdot_fine_q6_k(raw, r * row_bytes, xq, xq_lo, t * n_cols, xd, xsum16, xsum32,
-                                               t * n_super, n_super)
-                else:
-                    out[t, r] = kdot_q6_k(raw, r * row_bytes, xq, xq_lo, t * n_cols, xd, xsum16, xsum32,
-                                          t * n_super, n_super)
+        share = part_rows(part, parts, total)
+        column = 0                  # the first output column of matrix m
+        for m in range(rows.size):
+            for c in range(max(share.start, column), min(share.stop, column + rows[m])):
+                o = starts[m] + (c - column) * row_bytes
+                for t in range(n_tok):
+                    x0, s0 = t * n_cols, t * n_units
+                    if fine:
+                        out[t, c] = kdot_fine_q5_k(base, o, xq, xq_lo, x0, xd, xsum16, xsum32, s0, n_units)
+                    else:
+                        out[t, c] = kdot_q5_k(base, o, xq, xq_lo, x0, xd, xsum16, xsum32, s0, n_units)
+            column += rows[m]
+
+
+@njit(**DOT)
+def gemv_q6_k(base, starts, rows, xq, xq_lo, xd, xsum16, xsum32, code_sums, out, threads):
+    n_tok, n_cols = xq.shape
+    n_units = n_cols // 256
+    row_bytes, fine, total = n_units * 210, xq_lo.shape[1] == n_cols, total_rows(rows)
+    parts = max(1, min(total, threads))
+    for part in prange(parts):
+        share = part_rows(part, parts, total)
+        column = 0                  # the first output column of matrix m
+        for m in range(rows.size):
+            for c in range(max(share.start, column), min(share.stop, column + rows[m])):
+                o = starts[m] + (c - column) * row_bytes
+                for t in range(n_tok):
+                    x0, s0 = t * n_cols, t * n_units
+                    if fine:
+                        out[t, c] = kdot_fine_q6_k(base, o, xq, xq_lo, x0, xd, xsum16, xsum32, s0, n_units)
+                    else:
+                        out[t, c] = kdot_q6_k(base, o, xq, xq_lo, x0, xd, xsum16, xsum32, s0, n_units)
+            column += rows[m]

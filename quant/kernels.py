@@ -47,7 +47,7 @@ class _Kernels:
     dequant: Callable               # (raw, row_ids, out)
     matvec: Callable                # (raw, x, xsum, out)
     sum_group: int = 32             # xsum = sums of x over runs of this many values
-    matvec_q8: Callable | None = None   # gemv.py: (raw, xq, xq_lo, xd, xsum16, xsum32, code_sums, out, threads)
+    matvec_q8: Callable | None = None   # gemv.py: (base, starts, rows, xq, xq_lo, xd, xsum16, xsum32, code_sums, out, threads)
     act_block: int = 32             # the int8 kernel's activations: one scale per this many values
 
 
@@ -130,12 +130,37 @@ def dequantize_rows(raw: np.ndarray, qtype, n_cols: int, row_ids) -> np.ndarray:
     return out
 
 
-def _int8_product(kernels: _Kernels, raw: np.ndarray, acts: Int8Activations, out: np.ndarray) -> None:
+def _int8_product(kernels: _Kernels, base: np.ndarray, starts: np.ndarray, rows: np.ndarray,
+                  acts: Int8Activations, out: np.ndarray) -> None:
+    """out [T, sum(rows)] = the matrices at base[starts[m]:] (rows[m] rows each) times the
+    activations, their outputs side by side (gemv.py)."""
     if acts.block != kernels.act_block:
         raise ValueError(f"this type's int8 kernel takes activations in blocks of {kernels.act_block}, not {acts.block}")
     scales = acts.scales() if acts.block == 32 else acts.xd    # the k-quant kernels apply 1/254 themselves
-    kernels.matvec_q8(raw, acts.xq, acts.xq_lo, scales, acts.sum16, acts.sum32, acts.code_sums, out,
-                      thread_count())
+    kernels.matvec_q8(base, starts, rows, acts.xq, acts.xq_lo, scales, acts.sum16, acts.sum32, acts.code_sums,
+                      out, thread_count())
+
+
+def _single(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(base, starts, rows) of one matrix given as its own bytes."""
+    return raw.reshape(-1), np.zeros(1, np.int64), np.array([raw.shape[0]], np.int64)
+
+
+def _buffer_of(raw: np.ndarray) -> tuple[np.ndarray, int]:
+    """(the whole buffer raw's bytes lie in, as read-only flat bytes; raw's offset in it).
+
+    For the engine's weights that buffer is the file's memory map, so matrices of one file
+    can go through one kernel call (`int8_products`); any other raw is its own buffer."""
+    root = raw
+    while isinstance(root.base, np.ndarray):
+        root = root.base
+    if root is not raw and root.flags.c_contiguous:
+        flat = root.reshape(-1).view(np.uint8).view(np.ndarray)
+        start = raw.ctypes.data - flat.ctypes.data
+        if 0 <= start and start + raw.nbytes <= flat.size:
+            flat.flags.writeable = False
+            return flat, start
+    return raw.reshape(-1), 0
 
 
 def quantize_activations(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -167,7 +192,7 @@ def matvec(raw: np.ndarray, qtype, n_cols: int, x: np.ndarray, out: np.ndarray |
     if n_rows == 0:
         return out
     if int8_activations and kernels.matvec_q8 is not None:
-        _int8_product(kernels, raw, Int8Activations.quantize(x.reshape(1, -1), block=kernels.act_block),
+        _int8_product(kernels, *_single(raw), Int8Activations.quantize(x.reshape(1, -1), block=kernels.act_block),
                       out.reshape(1, -1))
     else:
         kernels.matvec(raw, x, _row_sums(x, kernels.sum_group), out)
@@ -233,11 +258,18 @@ class BoundWeight:
     same input) and falls back to the exact path for types without an int8 kernel.
     """
 
-    __slots__ = ("raw", "qtype", "n_rows", "n_cols", "_kernels")
+    __slots__ = ("raw", "qtype", "n_rows", "n_cols", "_kernels", "base", "start", "_starts", "_rows")
 
     def __init__(self, raw: np.ndarray, qtype, n_cols: int):
         self._kernels, self.raw = _weights(raw, qtype, n_cols)
         self.qtype, self.n_rows, self.n_cols = check_supported(qtype), raw.shape[0], n_cols
+        self.base, self.start = _buffer_of(self.raw)
+        self._starts, self._rows = np.array([self.start], np.int64), np.array([self.n_rows], np.int64)
+
+    def shares_pass_with(self, other: "BoundWeight") -> bool:
+        """Whether `int8_products` can take both in one pass: one type, one width, one buffer."""
+        same_buffer = self.base.ctypes.data == other.base.ctypes.data and self.base.size == other.base.size
+        return self._kernels is other._kernels and self.n_cols == other.n_cols and same_buffer and self.has_int8
 
     @property
     def has_int8(self) -> bool:
@@ -286,5 +318,31 @@ class BoundWeight:
             return self.matmul(x, out)
         if out is None:
             out = np.empty((acts.n_tokens, self.n_rows), np.float32)
-        _int8_product(k, self.raw, acts, out)
+        _int8_product(k, self.base, self._starts, self._rows, acts, out)
+        return out
+
+
+class BoundGroup:
+    """Several matrices that read the same input, times int8 activations in one parallel pass
+    (gemv.py): one kernel call and one share of rows per thread instead of one per matrix.
+    They must all share a pass (`BoundWeight.shares_pass_with`): one type, width and buffer."""
+
+    __slots__ = ("weights", "n_rows", "_kernels", "_base", "_starts", "_rows")
+
+    def __init__(self, weights: list[BoundWeight]):
+        first = weights[0]
+        if not all(first.shares_pass_with(w) for w in weights):
+            raise ValueError("a BoundGroup takes matrices of one type, width and buffer")
+        self.weights, self._kernels, self._base = list(weights), first._kernels, first.base
+        self._starts = np.array([w.start for w in weights], np.int64)
+        self._rows = np.array([w.n_rows for w in weights], np.int64)
+        self.n_rows = int(self._rows.sum())
+
+    @property
+    def activation_block(self) -> int:
+        return self._kernels.act_block
+
+    def matmul_int8(self, acts: Int8Activations, out: np.ndarray) -> np.ndarray:
+        """out [T, n_rows]: each matrix's outputs in turn, columns side by side (C-contiguous)."""
+        _int8_product(self._kernels, self._base, self._starts, self._rows, acts, out)
         return out

@@ -105,6 +105,52 @@ def test_activations_of_the_wrong_block_size_are_refused(rng):
         kernels.BoundWeight(raw, T.Q4_K, COLS[T.Q4_K]).matmul_int8(Int8Activations.quantize(X, block=32), X)
 
 
+
+@pytest.mark.parametrize("qtype", TYPES, ids=lambda t: t.name)
+@pytest.mark.parametrize("n_tokens", [1, 3])
+def test_matrices_of_one_buffer_in_one_pass_equal_each_alone(qtype, n_tokens, rng):
+    """DeltaNet's four input projections (a 3-row β among them) or the MLP's gate and up, as
+    views of one file: one kernel pass gives each matrix's products exactly."""
+    n, row_bytes = COLS[qtype], random_blocks(qtype, rng).shape[1]
+    sizes = [N_ROWS, 3, 1, 2 * N_ROWS]
+    file = np.concatenate([random_blocks(qtype, rng)[:1, :7].reshape(-1)] +     # a header: odd offsets
+                          [np.concatenate([random_blocks(qtype, rng)] * 2)[:k].reshape(-1) for k in sizes])
+    file.flags.writeable = False
+    starts = 7 + np.cumsum([0] + [k * row_bytes for k in sizes])
+    weights = [kernels.BoundWeight(file[a:a + k * row_bytes].reshape(k, row_bytes), qtype, n)
+               for a, k in zip(starts, sizes)]
+    group = kernels.BoundGroup(weights)
+    X = rng.standard_normal((n_tokens, n)).astype(np.float32)
+    acts = Int8Activations.quantize(X, fine=True, block=group.activation_block)
+    together = group.matmul_int8(acts, np.empty((n_tokens, group.n_rows), np.float32))
+    alone = np.concatenate([w.matmul_int8(acts, X) for w in weights], axis=1)
+    np.testing.assert_array_equal(together, alone)
+
+
+def test_only_matrices_of_one_type_width_and_buffer_share_a_pass(rng):
+    raw = random_blocks(T.Q8_0, rng)
+    a, b = (kernels.BoundWeight(part, T.Q8_0, COLS[T.Q8_0]) for part in (raw[:4], raw[4:]))
+    assert a.shares_pass_with(b)
+    other_buffer = kernels.BoundWeight(raw.copy()[:4], T.Q8_0, COLS[T.Q8_0])
+    assert not a.shares_pass_with(other_buffer)
+    other_type = kernels.BoundWeight(raw.view(np.uint8)[:, :COLS[T.Q8_0] // 32 * 18], T.Q4_0, COLS[T.Q4_0])
+    assert not a.shares_pass_with(other_type)
+    with pytest.raises(ValueError, match="one type, width and buffer"):
+        kernels.BoundGroup([a, other_buffer])
+
+
+def test_requantizing_into_the_same_arrays_follows_the_new_values(rng):
+    x, y = rng.standard_normal((2, 1, 512)).astype(np.float32)
+    acts = Int8Activations.quantize(x, fine=True, block=256)
+    arrays = [acts.xq, acts.xq_lo, acts.xd, acts.sum32]
+    acts.requantize(y)
+    fresh = Int8Activations.quantize(y, fine=True, block=256)
+    for name in ("xq", "xq_lo", "xd", "xd_fine", "sum16", "sum32", "code_sums"):
+        np.testing.assert_array_equal(getattr(acts, name), getattr(fresh, name))
+    assert all(a is b for a, b in zip(arrays, [acts.xq, acts.xq_lo, acts.xd, acts.sum32]))
+    with pytest.raises(ValueError, match="hold"):
+        acts.requantize(np.zeros((2, 512), np.float32))
+
 # -- int16 products for many tokens (quant/gemm.py) ---------------------------------------------
 @pytest.mark.parametrize("qtype", TYPES, ids=lambda t: t.name)
 @pytest.mark.parametrize("n_tokens", [5, 37], ids=["one_group", "ragged_groups"])

@@ -11,7 +11,7 @@ import numpy as np
 
 from . import kernels, ops
 from .state import KVCache
-from .weights import Activation
+from .weights import Activation, Projections
 
 QUERY_BLOCK = 64   # query rows per block: bounds the score matrix (and its temporaries) on long prompts
 
@@ -50,24 +50,27 @@ class GatedAttention:
         self.n_kv = config.n_head_kv
         self.d = config.head_dim
         self.eps = config.rms_eps
+        self.inputs = Projections(weights.attn_q, weights.attn_k, weights.attn_v)     # one pass when decoding
+        self._one_token = (np.zeros((1, self.n_head, self.d), np.float32), np.zeros((1, config.n_embd), np.float32))
 
-    def __call__(self, x: np.ndarray, cache: KVCache, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
-        """x: [T, n_embd] (already normed); cos/sin: rotary tables for these T positions."""
-        w, T, d = self.w, x.shape[0], self.d
-        x = Activation(x)                                           # one int8 form for q, k, v
-        q_and_gate = w.attn_q(x).reshape(T, self.n_head, 2 * d)
+    def __call__(self, x: Activation, cache: KVCache, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+        """x: [T, n_embd] (already normed); cos/sin: rotary tables for these T positions. One
+        token's output is an array this mixer keeps (overwritten by its next call)."""
+        w, T, d = self.w, x.x.shape[0], self.d
+        q_and_gate, k, v = self.inputs(x)
+        q_and_gate = q_and_gate.reshape(T, self.n_head, 2 * d)
         q = ops.rms_norm(q_and_gate[:, :, :d], w.attn_q_norm, self.eps)
         gate = q_and_gate[:, :, d:].reshape(T, self.n_head * d)
-        k = ops.rms_norm(w.attn_k(x).reshape(T, self.n_kv, d), w.attn_k_norm, self.eps)
-        v = w.attn_v(x).reshape(T, self.n_kv, d)
+        k = ops.rms_norm(k.reshape(T, self.n_kv, d), w.attn_k_norm, self.eps)
+        v = v.reshape(T, self.n_kv, d)
 
         q = ops.apply_rope(np.ascontiguousarray(q.transpose(1, 0, 2)), cos, sin)
         k = ops.apply_rope(np.ascontiguousarray(k.transpose(1, 0, 2)), cos, sin)
         n_past = cache.length
         cache.append(k, v.transpose(1, 0, 2))
 
-        o = np.empty((T, self.n_head, d), np.float32)
+        o, out = self._one_token if T == 1 else (np.empty((T, self.n_head, d), np.float32), None)
         # the whole cache arrays (C-contiguous; positions past n_past + T unread): a view of
         # the first positions has unknown strides to Numba, and the loops went scalar (25x)
         kernels.fused_causal_attention(q, *cache.kernel_arrays(), n_past, o)
-        return w.attn_output(ops.times_sigmoid_(o.reshape(T, self.n_head * d), np.ascontiguousarray(gate)))
+        return w.attn_output(ops.times_sigmoid_(o.reshape(T, self.n_head * d), np.ascontiguousarray(gate)), out=out)

@@ -22,7 +22,7 @@ import numpy as np
 
 from . import kernels, ops
 from .state import DeltaNetCache
-from .weights import Activation
+from .weights import Activation, Projections
 
 CHUNK = 64
 RECURRENT_TOKENS = 16       # up to this many tokens: the fused recurrent kernel, else chunks
@@ -118,17 +118,21 @@ class GatedDeltaNet:
         self.d = config.ssm_state_size
         self.eps = config.rms_eps
         self.conv_taps = np.ascontiguousarray(weights.ssm_conv1d.T)     # [kernel, conv_dim] for the fused kernel
+        # the four projections of the input, one pass of the kernel when decoding
+        self.inputs = Projections(weights.attn_qkv, weights.attn_gate, weights.ssm_beta, weights.ssm_alpha)
+        self._one_token = (np.zeros((1, self.n_v * self.d), np.float32), np.zeros((1, config.n_embd), np.float32))
 
-    def __call__(self, x: np.ndarray, cache: DeltaNetCache) -> np.ndarray:
-        """x: [T, n_embd] (already normed) → [T, n_embd]; cache updated in place."""
-        w, T, d = self.w, x.shape[0], self.d
-        x = Activation(x)                                           # one int8 form for the four projections
-        qkv = w.attn_qkv(x)                                         # [T, conv_dim]
+    def __call__(self, x: Activation, cache: DeltaNetCache) -> np.ndarray:
+        """x: [T, n_embd] (already normed) → [T, n_embd]; cache updated in place. One token's
+        output is an array this mixer keeps (overwritten by its next call)."""
+        w, T, d = self.w, x.x.shape[0], self.d
+        qkv, z, b_raw, a_raw = self.inputs(x)                       # [T, conv_dim], [T, n_v·d], [T, n_v] ×2
         if T <= RECURRENT_TOKENS or cache.tentative:                # decode, drafted tokens
-            return w.ssm_out(self._recurrent(qkv, w.attn_gate(x), w.ssm_beta(x), w.ssm_alpha(x), cache))
-        z = w.attn_gate(x).reshape(T, self.n_v, d)
-        beta = ops.sigmoid(w.ssm_beta(x))                           # [T, n_v]
-        g = w.ssm_a * softplus(w.ssm_alpha(x) + w.ssm_dt_bias)      # [T, n_v], ≤ 0
+            o, out = self._one_token if T == 1 else (None, None)
+            return w.ssm_out(self._recurrent(qkv, z, b_raw, a_raw, cache, o), out=out)
+        z = z.reshape(T, self.n_v, d)
+        beta = ops.sigmoid(b_raw)                                   # [T, n_v]
+        g = w.ssm_a * softplus(a_raw + w.ssm_dt_bias)               # [T, n_v], ≤ 0
 
         qkv = ops.causal_conv1d(qkv, w.ssm_conv1d, cache.conv)
         qkv = ops.silu(qkv, out=qkv)
@@ -144,16 +148,18 @@ class GatedDeltaNet:
         o = ops.rms_norm(o, w.ssm_norm, self.eps) * ops.silu(z)
         return w.ssm_out(o.reshape(T, self.n_v * d))
 
-    def _recurrent(self, qkv, z, b_raw, a_raw, cache: DeltaNetCache) -> np.ndarray:
+    def _recurrent(self, qkv, z, b_raw, a_raw, cache: DeltaNetCache, out: np.ndarray | None = None) -> np.ndarray:
         """The same steps as above with the recurrent rule, token by token, in one fused
-        kernel (engine/kernels.py). Tentative tokens leave their states in cache.history."""
+        kernel (engine/kernels.py), into `out` [T, n_v·d] when given. Tentative tokens leave
+        their states in cache.history."""
         w, T = self.w, qkv.shape[0]
         history = _NO_HISTORY
         if cache.tentative:
             if cache.pending is not None or cache.history.shape[0] < T:
                 raise RuntimeError("one forward of at most the reserved tokens per tentative step")
-            history, cache.pending = cache.history, qkv
-        out = np.empty((T, self.n_v * self.d), np.float32)
+            history, cache.pending = cache.history, qkv.copy()     # qkv may be a buffer reused next call
+        if out is None:
+            out = np.empty((T, self.n_v * self.d), np.float32)
         kernels.deltanet_recurrent(qkv, z, b_raw, a_raw, self.conv_taps, cache.conv, w.ssm_a, w.ssm_dt_bias,
                                    w.ssm_norm, self.eps, self.n_k, cache.recurrent, history, out)
         return out

@@ -66,10 +66,14 @@ def _times_sigmoid(x, gate):
         x[i] = x[i] / (np.float32(1.0) + fast_exp(-gate[i]))
 
 
-def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
-    """x · rsqrt(mean(x²) + eps) · weight over the last axis (GGUF weights carry Qwen's +1)."""
+def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float, out: np.ndarray | None = None) -> np.ndarray:
+    """x · rsqrt(mean(x²) + eps) · weight over the last axis (GGUF weights carry Qwen's +1);
+    into `out` (contiguous, x's shape) when given."""
     x = np.ascontiguousarray(x, dtype=np.float32)
-    out = np.empty_like(x)
+    if out is None:
+        out = np.empty_like(x)
+    elif out.shape != x.shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError("rms_norm's out must be a contiguous float32 array of x's shape")
     n = x.shape[-1]
     _rms_norm(x.reshape(-1, n), weight, np.float32(eps), out.reshape(-1, n))
     return out

@@ -7,29 +7,42 @@ from . import ops
 from .attention import GatedAttention
 from .deltanet import GatedDeltaNet
 from .state import TextState
-from .weights import Activation, LayerWeights, ModelWeights
+from .weights import Activation, LayerWeights, ModelWeights, Projections
 
 
 PREFILL_CHUNK = 128     # tokens per trunk pass on long prompts (a multiple of the delta rule's chunk)
 
 
 class DecoderBlock:
-    """Pre-norm residual block: token mixer (DeltaNet or gated attention), then SwiGLU MLP."""
+    """Pre-norm residual block: token mixer (DeltaNet or gated attention), then SwiGLU MLP.
+
+    The MLP's gate and up go through the kernel in one pass (`Projections`). A one-token step
+    (decoding) writes into arrays the block keeps: its two normed inputs and the MLP's output."""
 
     def __init__(self, weights: LayerWeights, config, recurrent: bool):
         self.w = weights
         self.eps = config.rms_eps
         self.recurrent = recurrent
         self.mixer = GatedDeltaNet(weights, config) if recurrent else GatedAttention(weights, config)
+        self.ffn_in = Projections(weights.ffn_gate, weights.ffn_up)
+        one_token = np.zeros((1, config.n_embd), np.float32)
+        self._mixer_input, self._ffn_input = Activation(one_token), Activation(one_token.copy())
+        self._ffn_output = one_token.copy()
 
-    def __call__(self, x, cache, cos, sin):
-        w = self.w
-        h = ops.rms_norm(x, w.attn_norm, self.eps)
-        h = self.mixer(h, cache) if self.recurrent else self.mixer(h, cache, cos, sin)
-        x = x + h
-        h = Activation(ops.rms_norm(x, w.post_attention_norm, self.eps))
-        gate = w.ffn_gate(h)
-        return x + w.ffn_down(ops.swiglu(gate, w.ffn_up(h), out=gate))      # in place: one [T, n_ff] less
+    def __call__(self, x: np.ndarray, cache, cos, sin) -> np.ndarray:
+        """x [T, n_embd]: the residual stream, updated in place (the caller's own array)."""
+        w, one = self.w, x.shape[0] == 1
+        h = self._normed(x, w.attn_norm, self._mixer_input if one else None)
+        x += self.mixer(h, cache) if self.recurrent else self.mixer(h, cache, cos, sin)
+        gate, up = self.ffn_in(self._normed(x, w.post_attention_norm, self._ffn_input if one else None))
+        x += w.ffn_down(ops.swiglu(gate, up, out=gate), out=self._ffn_output if one else None)   # SwiGLU in place
+        return x
+
+    def _normed(self, x: np.ndarray, weight: np.ndarray, kept: Activation | None) -> Activation:
+        if kept is None:
+            return Activation(ops.rms_norm(x, weight, self.eps))
+        ops.rms_norm(x, weight, self.eps, out=kept.x)
+        return kept.refill()
 
 
 class TextModel:
@@ -81,6 +94,7 @@ class TextModel:
         else:
             state.next_position = max(state.next_position, int(np.max(positions)) + 1)
         cos, sin = ops.rope_cos_sin(positions, c.n_rot, c.rope_theta, c.rope_sections)
+        x = x.copy()            # the residual stream, which the blocks update in place
         for block, cache in zip(self.blocks, state.layers):
             x = block(x, cache, cos, sin)
         state.n_tokens += T

@@ -30,14 +30,31 @@ ACTIVATION_KINDS = ("float", "int8", "fine")
 class Activation:
     """An input x [T, n] to one or more matrices, with its int8 form (quant.activations) made
     on first use and shared: the q/k/v/gate projections and the MLP's gate/up each read the
-    same normed hidden state, which is then quantized once."""
+    same normed hidden state, which is then quantized once.
 
-    __slots__ = ("x", "_int8", "_int16")
+    A decode step keeps one Activation per input and `refill`s it each token, its int8 forms
+    re-made into their arrays: no allocation."""
+
+    __slots__ = ("x", "_int8", "_int16", "_values")
 
     def __init__(self, x: np.ndarray):
         self.x = np.ascontiguousarray(x, dtype=np.float32)
-        self._int8 = []
+        self._int8 = []         # [form, the `_values` it was made from]
         self._int16 = None
+        self._values = 0        # counts refills
+
+    def refill(self, x: np.ndarray | None = None) -> "Activation":
+        """New values: x itself (kept by reference, not copied), or with no x the values
+        written into self.x in place. Int8 forms made before are re-made into their own
+        arrays when next asked for (another shape drops them)."""
+        if x is not None:
+            x = np.ascontiguousarray(x, dtype=np.float32)
+            if x.shape != self.x.shape:
+                self._int8 = []
+            self.x = x
+        self._int16 = None
+        self._values += 1
+        return self
 
     def int16(self) -> Int16Tokens:
         """The grouped int16 form for many tokens (prefill; quant/gemm.py)."""
@@ -47,11 +64,15 @@ class Activation:
 
     def int8(self, fine: bool, block: int) -> Int8Activations:
         """The int8 form with one scale per `block` values (32, or 256 for the k-quants)."""
-        for acts in self._int8:
+        for entry in self._int8:
+            acts = entry[0]
             if acts.fine == fine and acts.block == block:
+                if entry[1] != self._values:
+                    acts.requantize(self.x)
+                    entry[1] = self._values
                 return acts
         acts = Int8Activations.quantize(self.x, fine=fine, block=block)
-        self._int8.append(acts)
+        self._int8.append([acts, self._values])
         return acts
 
 
@@ -67,13 +88,14 @@ class Matrix:
     in float32 mode.
     """
 
-    __slots__ = ("name", "raw", "ggml_type", "n_out", "n_in", "weight", "activations")
+    __slots__ = ("name", "raw", "ggml_type", "n_out", "n_in", "weight", "activations", "_one_token")
     INT8_TOKENS = 16
 
     def __init__(self, name: str, raw: np.ndarray, ggml_type: GGMLQuantizationType, n_out: int, n_in: int):
         self.name, self.raw, self.ggml_type, self.n_out, self.n_in = name, raw, ggml_type, n_out, n_in
         self.weight = kernels.BoundWeight(raw, ggml_type, n_in)
         self.activations = "float"
+        self._one_token: Activation | None = None     # a one-token input's forms, re-made each call
 
     def __call__(self, x, out: np.ndarray | None = None) -> np.ndarray:
         if isinstance(x, Activation):
@@ -81,13 +103,19 @@ class Matrix:
         else:
             x = np.asarray(x)
             flat = x.ndim == 1
-            act = Activation(x.reshape(1, -1) if flat else x)
+            x = x.reshape(1, -1) if flat else x
+            if x.shape[0] != 1:
+                act = Activation(x)
+            elif self._one_token is None:
+                act = self._one_token = Activation(x)
+            else:
+                act = self._one_token.refill(x)
         T = act.x.shape[0]
         if act.x.shape[1] != self.n_in:
             raise ValueError(f"{self.name}: input has {act.x.shape[1]} features, the matrix takes {self.n_in}")
         if out is None:
             out = np.empty((T, self.n_out), np.float32)
-        if self.activations != "float" and T <= self.INT8_TOKENS and self.weight.has_int8:
+        if self.int8_mode(T):
             acts = act.int8(self.activations == "fine", self.weight.activation_block)
             self.weight.matmul_int8(acts, act.x, out.reshape(T, self.n_out))
         elif self.activations != "float" and T > self.INT8_TOKENS and self.weight.has_int16:
@@ -98,6 +126,10 @@ class Matrix:
             self.weight.matmul(act.x, out)
         return out.reshape(self.n_out) if flat else out
 
+    def int8_mode(self, n_tokens: int) -> bool:
+        """Whether this many tokens go through the int8 kernel (decoding, drafted tokens)."""
+        return self.activations != "float" and n_tokens <= self.INT8_TOKENS and self.weight.has_int8
+
     def rows(self, ids) -> np.ndarray:
         """Dequantized rows (embedding lookup)."""
         return kernels.dequantize_rows(self.raw, self.ggml_type, self.n_in, np.asarray(ids, dtype=np.int64))
@@ -105,6 +137,60 @@ class Matrix:
     @property
     def nbytes(self) -> int:
         return self.raw.nbytes
+
+
+class Projections:
+    """Matrices that read the same input — DeltaNet's qkv, z, β and α, attention's q, k and v,
+    the MLP's gate and up — as one: `projections(x)` returns each one's output.
+
+    A few tokens with int8 activations (decoding) take one pass of the kernel for all the
+    matrices that can share one (`kernels.BoundGroup`: one type, width and file); a single
+    token's outputs go into a buffer kept for the next call, so the views returned are good
+    until this object is called again. Longer inputs (prefill) take each matrix's own path."""
+
+    def __init__(self, *matrices: "Matrix"):
+        self.matrices = matrices
+        self._plans: dict[tuple, list] = {}        # activation kinds → [(group, kind, indices)]
+        self._buffers: dict[int, np.ndarray] = {}    # group → its one-token output
+
+    def __call__(self, x: "Activation") -> list[np.ndarray]:
+        T = x.x.shape[0]
+        if not all(m.int8_mode(T) for m in self.matrices):
+            return [m(x) for m in self.matrices]
+        outputs = [None] * len(self.matrices)
+        for g, (group, kind, indices) in enumerate(self._plan()):
+            out = self._buffers.get(g) if T == 1 else None         # kept for decoding only
+            if out is None:
+                out = np.empty((T, group.n_rows), np.float32)
+                if T == 1:
+                    self._buffers[g] = out
+            group.matmul_int8(x.int8(kind == "fine", group.activation_block), out)
+            column = 0
+            for i in indices:
+                n = self.matrices[i].n_out
+                # one token: a contiguous row; a few: a copy (kernels take contiguous inputs)
+                outputs[i] = out[:, column:column + n] if T == 1 else np.ascontiguousarray(out[:, column:column + n])
+                column += n
+        return outputs
+
+    def _plan(self) -> list:
+        """The matrices sorted into groups that share a pass, in order; made once per setting."""
+        key = tuple(m.activations for m in self.matrices)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = []
+            for i, m in enumerate(self.matrices):
+                for group_indices in plan:
+                    first = self.matrices[group_indices[0]]
+                    if first.activations == m.activations and first.weight.shares_pass_with(m.weight):
+                        group_indices.append(i)
+                        break
+                else:
+                    plan.append([i])
+            plan = self._plans[key] = [
+                (kernels.BoundGroup([self.matrices[i].weight for i in ids]), self.matrices[ids[0]].activations, ids)
+                for ids in plan]
+        return plan
 
 
 @dataclass
