@@ -50,7 +50,10 @@ class TextModel:
     "float" (default) equals transformers on the dequantized weights; "fine" (int8 plus a
     residual int8 code) keeps greedy tokens of the reference fixtures; "int8" is llama.cpp's
     choice, fastest, its logits move by what llama.cpp's move. kv_dtype: the attention
-    layers' cache, float32 (default) or float16 (half the memory; llama.cpp's default)."""
+    layers' cache, float32 (default) or float16 (half the memory; llama.cpp's default).
+
+    One step at a time: a one-token step writes into arrays the blocks keep, so two threads
+    must not run one model at once (rax serve runs one generation at a time)."""
 
     def __init__(self, weights: ModelWeights, activations: str = "float", kv_dtype: type = np.float32):
         self.weights = weights
