@@ -51,17 +51,20 @@ class GatedAttention:
         self.d = config.head_dim
         self.eps = config.rms_eps
         self.inputs = Projections(weights.attn_q, weights.attn_k, weights.attn_v)     # one pass when decoding
-        self._one_token = (np.zeros((1, self.n_head, self.d), np.float32), np.zeros((1, config.n_embd), np.float32))
+        # one token's queries, keys, attention output and projected output, kept
+        self._one_token = tuple(np.zeros(shape, np.float32) for shape in (
+            (1, self.n_head, self.d), (1, self.n_kv, self.d), (1, self.n_head, self.d), (1, config.n_embd)))
 
     def __call__(self, x: Activation, cache: KVCache, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
         """x: [T, n_embd] (already normed); cos/sin: rotary tables for these T positions. One
         token's output is an array this mixer keeps (overwritten by its next call)."""
         w, T, d = self.w, x.x.shape[0], self.d
+        q_out, k_out, o, out = self._one_token if T == 1 else (None, None, None, None)
         q_and_gate, k, v = self.inputs(x)
         q_and_gate = q_and_gate.reshape(T, self.n_head, 2 * d)
-        q = ops.rms_norm(q_and_gate[:, :, :d], w.attn_q_norm, self.eps)
-        gate = q_and_gate[:, :, d:].reshape(T, self.n_head * d)
-        k = ops.rms_norm(k.reshape(T, self.n_kv, d), w.attn_k_norm, self.eps)
+        q = ops.rms_norm(q_and_gate[:, :, :d], w.attn_q_norm, self.eps, out=q_out)
+        gate = q_and_gate[:, :, d:]                                 # [T, n_head, d], read in place
+        k = ops.rms_norm(k.reshape(T, self.n_kv, d), w.attn_k_norm, self.eps, out=k_out)
         v = v.reshape(T, self.n_kv, d)
 
         q = ops.apply_rope(np.ascontiguousarray(q.transpose(1, 0, 2)), cos, sin)
@@ -69,8 +72,9 @@ class GatedAttention:
         n_past = cache.length
         cache.append(k, v.transpose(1, 0, 2))
 
-        o, out = self._one_token if T == 1 else (np.empty((T, self.n_head, d), np.float32), None)
+        if o is None:
+            o = np.empty((T, self.n_head, d), np.float32)
         # the whole cache arrays (C-contiguous; positions past n_past + T unread): a view of
         # the first positions has unknown strides to Numba, and the loops went scalar (25x)
         kernels.fused_causal_attention(q, *cache.kernel_arrays(), n_past, o)
-        return w.attn_output(ops.times_sigmoid_(o.reshape(T, self.n_head * d), np.ascontiguousarray(gate)), out=out)
+        return w.attn_output(ops.times_sigmoid_(o.reshape(T, self.n_head * d), gate), out=out)

@@ -55,27 +55,34 @@ def _swiglu_(gate, up):
 
 
 def times_sigmoid_(x: np.ndarray, gate: np.ndarray) -> np.ndarray:
-    """x ← x · σ(gate) in place (attention's output gate; NumPy's form made three temporaries)."""
-    _times_sigmoid(x.reshape(-1), gate.reshape(-1))
+    """x ← x · σ(gate) in place (attention's output gate; NumPy's form made three temporaries).
+    x contiguous; gate as many values in rows of its last axis, which may lie apart in memory
+    (attention's gate: every other half-row of the q projection, read where it is)."""
+    n = gate.shape[-1]
+    _times_sigmoid(x.reshape(-1, n), gate.reshape(-1, n))
     return x
 
 
 @nb.njit(cache=True, fastmath=True, error_model="numpy")
 def _times_sigmoid(x, gate):
-    for i in range(x.size):
-        x[i] = x[i] / (np.float32(1.0) + fast_exp(-gate[i]))
+    for r in range(x.shape[0]):
+        for i in range(x.shape[1]):
+            x[r, i] = x[r, i] / (np.float32(1.0) + fast_exp(-gate[r, i]))
 
 
 def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float, out: np.ndarray | None = None) -> np.ndarray:
     """x · rsqrt(mean(x²) + eps) · weight over the last axis (GGUF weights carry Qwen's +1);
-    into `out` (contiguous, x's shape) when given."""
-    x = np.ascontiguousarray(x, dtype=np.float32)
+    into `out` (contiguous, x's shape) when given. x's rows may lie apart in memory (the
+    per-head queries inside the q projection's output are read where they are)."""
+    x = np.asarray(x, dtype=np.float32)
     if out is None:
-        out = np.empty_like(x)
+        out = np.empty(x.shape, np.float32)
     elif out.shape != x.shape or out.dtype != np.float32 or not out.flags.c_contiguous:
         raise ValueError("rms_norm's out must be a contiguous float32 array of x's shape")
     n = x.shape[-1]
-    _rms_norm(x.reshape(-1, n), weight, np.float32(eps), out.reshape(-1, n))
+    rows = x.reshape(-1, n)                 # a view where the rows are evenly spaced, else a copy
+    _rms_norm(rows if rows.strides[-1] == 4 else np.ascontiguousarray(rows), weight, np.float32(eps),
+              out.reshape(-1, n))
     return out
 
 
