@@ -45,17 +45,22 @@ def gemv_q8_0(base, starts, rows, xq, xq_lo, xd, xsum16, xsum32, code_sums, out,
     parts = max(1, min(total, threads))
     for part in prange(parts):
         share = part_rows(part, parts, total)
-        column = 0                  # the first output column of matrix m
-        for m in range(rows.size):
-            for c in range(max(share.start, column), min(share.stop, column + rows[m])):
-                o = starts[m] + (c - column) * row_bytes
+        first, m, column = share.start, 0, 0    # matrix m's rows are the output columns from `column` on
+        while first < share.stop:
+            while first >= column + rows[m]:
+                column += rows[m]
+                m += 1
+            stop = min(share.stop, column + rows[m])
+            o = starts[m] + (first - column) * row_bytes
+            for c in range(first, stop):
                 for t in range(n_tok):
                     x0, s0 = t * n_cols, t * n_units
                     if fine:
                         out[t, c] = rowdot_fine_q8_0(base, o, xq, xq_lo, x0, xd, code_sums, s0, n_units)
                     else:
                         out[t, c] = rowdot_q8_0(base, o, xq, x0, xd, code_sums, s0, n_units)
-            column += rows[m]
+                o += row_bytes
+            first = stop
 
 
 @njit(**DOT)
@@ -66,17 +71,22 @@ def gemv_q4_0(base, starts, rows, xq, xq_lo, xd, xsum16, xsum32, code_sums, out,
     parts = max(1, min(total, threads))
     for part in prange(parts):
         share = part_rows(part, parts, total)
-        column = 0                  # the first output column of matrix m
-        for m in range(rows.size):
-            for c in range(max(share.start, column), min(share.stop, column + rows[m])):
-                o = starts[m] + (c - column) * row_bytes
+        first, m, column = share.start, 0, 0    # matrix m's rows are the output columns from `column` on
+        while first < share.stop:
+            while first >= column + rows[m]:
+                column += rows[m]
+                m += 1
+            stop = min(share.stop, column + rows[m])
+            o = starts[m] + (first - column) * row_bytes
+            for c in range(first, stop):
                 for t in range(n_tok):
                     x0, s0 = t * n_cols, t * n_units
                     if fine:
                         out[t, c] = rowdot_fine_q4_0(base, o, xq, xq_lo, x0, xd, xsum32, s0, n_units)
                     else:
                         out[t, c] = rowdot_q4_0(base, o, xq, x0, xd, xsum32, s0, n_units)
-            column += rows[m]
+                o += row_bytes
+            first = stop
 
 
 @njit(**DOT)
@@ -87,17 +97,22 @@ def gemv_q4_k(base, starts, rows, xq, xq_lo, xd, xsum16, xsum32, code_sums, out,
     parts = max(1, min(total, threads))
     for part in prange(parts):
         share = part_rows(part, parts, total)
-        column = 0                  # the first output column of matrix m
-        for m in range(rows.size):
-            for c in range(max(share.start, column), min(share.stop, column + rows[m])):
-                o = starts[m] + (c - column) * row_bytes
+        first, m, column = share.start, 0, 0    # matrix m's rows are the output columns from `column` on
+        while first < share.stop:
+            while first >= column + rows[m]:
+                column += rows[m]
+                m += 1
+            stop = min(share.stop, column + rows[m])
+            o = starts[m] + (first - column) * row_bytes
+            for c in range(first, stop):
                 for t in range(n_tok):
                     x0, s0 = t * n_cols, t * n_units
                     if fine:
                         out[t, c] = kdot_fine_q4_k(base, o, xq, xq_lo, x0, xd, xsum16, xsum32, s0, n_units)
                     else:
                         out[t, c] = kdot_q4_k(base, o, xq, xq_lo, x0, xd, xsum16, xsum32, s0, n_units)
-            column += rows[m]
+                o += row_bytes
+            first = stop
 
 
 @njit(**DOT)
@@ -108,17 +123,22 @@ def gemv_q5_k(base, starts, rows, xq, xq_lo, xd, xsum16, xsum32, code_sums, out,
     parts = max(1, min(total, threads))
     for part in prange(parts):
         share = part_rows(part, parts, total)
-        column = 0                  # the first output column of matrix m
-        for m in range(rows.size):
-            for c in range(max(share.start, column), min(share.stop, column + rows[m])):
-                o = starts[m] + (c - column) * row_bytes
+        first, m, column = share.start, 0, 0    # matrix m's rows are the output columns from `column` on
+        while first < share.stop:
+            while first >= column + rows[m]:
+                column += rows[m]
+                m += 1
+            stop = min(share.stop, column + rows[m])
+            o = starts[m] + (first - column) * row_bytes
+            for c in range(first, stop):
                 for t in range(n_tok):
                     x0, s0 = t * n_cols, t * n_units
                     if fine:
                         out[t, c] = kdot_fine_q5_k(base, o, xq, xq_lo, x0, xd, xsum16, xsum32, s0, n_units)
                     else:
                         out[t, c] = kdot_q5_k(base, o, xq, xq_lo, x0, xd, xsum16, xsum32, s0, n_units)
-            column += rows[m]
+                o += row_bytes
+            first = stop
 
 
 @njit(**DOT)
@@ -129,14 +149,19 @@ def gemv_q6_k(base, starts, rows, xq, xq_lo, xd, xsum16, xsum32, code_sums, out,
     parts = max(1, min(total, threads))
     for part in prange(parts):
         share = part_rows(part, parts, total)
-        column = 0                  # the first output column of matrix m
-        for m in range(rows.size):
-            for c in range(max(share.start, column), min(share.stop, column + rows[m])):
-                o = starts[m] + (c - column) * row_bytes
+        first, m, column = share.start, 0, 0    # matrix m's rows are the output columns from `column` on
+        while first < share.stop:
+            while first >= column + rows[m]:
+                column += rows[m]
+                m += 1
+            stop = min(share.stop, column + rows[m])
+            o = starts[m] + (first - column) * row_bytes
+            for c in range(first, stop):
                 for t in range(n_tok):
                     x0, s0 = t * n_cols, t * n_units
                     if fine:
                         out[t, c] = kdot_fine_q6_k(base, o, xq, xq_lo, x0, xd, xsum16, xsum32, s0, n_units)
                     else:
                         out[t, c] = kdot_q6_k(base, o, xq, xq_lo, x0, xd, xsum16, xsum32, s0, n_units)
-            column += rows[m]
+                o += row_bytes
+            first = stop
