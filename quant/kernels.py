@@ -150,7 +150,7 @@ def _buffer_of(raw: np.ndarray) -> tuple[np.ndarray, int]:
     """(the whole buffer raw's bytes lie in, as read-only flat bytes; raw's offset in it).
 
     For the engine's weights that buffer is the file's memory map, so matrices of one file
-    can go through one kernel call (`int8_products`); any other raw is its own buffer."""
+    can go through one kernel call (`BoundGroup`); any other raw is its own buffer."""
     root = raw
     while isinstance(root.base, np.ndarray):
         root = root.base
@@ -267,7 +267,7 @@ class BoundWeight:
         self._starts, self._rows = np.array([self.start], np.int64), np.array([self.n_rows], np.int64)
 
     def shares_pass_with(self, other: "BoundWeight") -> bool:
-        """Whether `int8_products` can take both in one pass: one type, one width, one buffer."""
+        """Whether a `BoundGroup` can take both in one pass: one type, one width, one buffer."""
         same_buffer = self.base.ctypes.data == other.base.ctypes.data and self.base.size == other.base.size
         return self._kernels is other._kernels and self.n_cols == other.n_cols and same_buffer and self.has_int8
 
