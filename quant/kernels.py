@@ -47,7 +47,8 @@ class _Kernels:
     dequant: Callable               # (raw, row_ids, out)
     matvec: Callable                # (raw, x, xsum, out)
     sum_group: int = 32             # xsum = sums of x over runs of this many values
-    matvec_q8: Callable | None = None   # gemv.py: (base, starts, rows, xq, xq_lo, xd, xsum16, xsum32, code_sums, out, threads)
+    # gemv.py: (base, starts, rows, xq, xq_lo, xd, xsum16, xsum32, code_sums, out, threads)
+    matvec_q8: Callable | None = None
     act_block: int = 32             # the int8 kernel's activations: one scale per this many values
 
 
