@@ -5,9 +5,10 @@ A file written through write() sits in the page cache in 4 KB pages, and a memor
 it keeps them. Read back by a memory map's readahead instead (after a reboot, or once its
 pages are dropped), the kernel caches it in large folios, up to 2 MB, and maps those whole
 where it can (Linux 6.x with ext4, XFS or btrfs large folios; /proc/self/smaps counts them
-as FilePmdMapped). Weights streamed from 2 MB mappings decode faster: Q4_K_M, 2 threads,
-measured 20.1 → 22.1 tok/s for rax and 21.3 → 22.5 for llama.cpp, whose repacked Q4_K
-lives in anonymous memory (benchmarks/: a streaming read 29.6 → 33.6 GB/s).
+as FilePmdMapped). A streaming read of the map is faster from 2 MB mappings (2 threads:
+29.6 → 33.6 GB/s, and 26.5 → 32.5 on another file). Decoding gained less clearly: Q4_K_M,
+2 threads, 20.1 → 22.1 tok/s for rax (21.3 → 22.5 for llama.cpp) in one session, but a later
+A/B of a 4 KB-mapped copy against the 2 MB-mapped file gave 21.6 vs 21.9, within the noise.
 
 So the writers of large files (GGUF outputs, downloads) flush the file and drop its pages
 once written: the first load then costs a read from disk, every later one gains. Elsewhere
