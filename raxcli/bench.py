@@ -21,9 +21,9 @@ def peak_rss_mb() -> float:
 
 
 def run_bench(model: str | None, threads: int | None, prompt_tokens: int, gen_tokens: int,
-              warmup: bool = True, seed: int = 0) -> dict:
+              warmup: bool = True, seed: int = 0, device: str = "cpu") -> dict:
     threads = set_threads(threads)
-    loaded = load_model(find_model(model))
+    loaded = load_model(find_model(model), device)
     m = loaded.model.plain()
     rng = np.random.default_rng(seed)
     vocab = min(m.config.n_vocab, loaded.tokenizer.vocab_size)
@@ -49,6 +49,7 @@ def run_bench(model: str | None, threads: int | None, prompt_tokens: int, gen_to
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "load_s": round(loaded.load_s, 3),
         "threads": threads,
+        "device": device,
         "prompt_tokens": prompt_tokens,
         "gen_tokens": gen_tokens,
         "model": str(loaded.path),

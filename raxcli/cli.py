@@ -162,10 +162,10 @@ def bench(
 ) -> None:
     """Measure prefill and decode speed on random tokens."""
     from .bench import run_bench
-    if device != "cpu":
-        fail("--device gpu: this build of rax runs on the CPU only; use --device cpu")
+    if device not in ("cpu", "gpu"):
+        fail(f"--device must be cpu or gpu, not {device!r}")
     try:
-        result = run_bench(model, threads, prompt_tokens, gen_tokens)
+        result = run_bench(model, threads, prompt_tokens, gen_tokens, device=device)
     except UserError as exc:
         fail(str(exc), exc.exit_code)
     if json_out:

@@ -36,6 +36,11 @@ KV_CACHE_DTYPE = np.float16
 # compute-bound, and verifying k drafts costs 0.8 x (k + 1) plain steps, so it never pays
 # there (benchmarks/bench_speculative.py); where decoding is bandwidth-bound it does.
 MTP_DRAFTS = int(os.environ.get("RAX_MTP_DRAFTS", "0"))
+# how `--device gpu` keeps the matrices on the device (engine/gpu): float32, the dequantized
+# weights as they are (logits within 1e-4 of transformers on the test fixtures, like the CPU
+# engine's float path), or with RAX_GPU_WEIGHTS=float16 half the memory and the bytes read
+# per token (the products' float16 rounding moves the fixtures' logits by up to ~0.2)
+GPU_WEIGHT_DTYPE = np.dtype(os.environ.get("RAX_GPU_WEIGHTS", "float32")).type
 # metadata the tokenizer has taken over: dropped from the GGUF's metadata after loading
 VOCABULARY_ARRAYS = ("tokenizer.ggml.tokens", "tokenizer.ggml.token_type", "tokenizer.ggml.merges")
 
@@ -91,9 +96,11 @@ class LoadedModel:
     load_s: float
 
 
-def load_model(path: str | Path) -> LoadedModel:
+def load_model(path: str | Path, device: str = "cpu") -> LoadedModel:
+    """device "gpu": the GPU engine (engine/gpu), with CuPy; UserError if it cannot run here."""
     t0 = time.perf_counter()
     path = Path(path)
+    xp = _gpu_arrays() if device == "gpu" else None      # before reading the file: fail fast
     try:
         weights = ModelWeights(path)
         tokenizer = Tokenizer.from_gguf_metadata(weights.file.metadata)
@@ -102,9 +109,29 @@ def load_model(path: str | Path) -> LoadedModel:
         raise UserError(str(exc)) from None
     except ValueError as exc:   # tokenizer metadata rax cannot use
         raise UserError(f"{path}: {exc}") from None
-    model = TextModel(weights, activations=DECODE_ACTIVATIONS, kv_dtype=KV_CACHE_DTYPE)
-    if weights.mtp is not None and MTP_DRAFTS > 0:      # the file carries an MTP block: draft with it
+    if xp is not None:
+        model = _device_model(weights, xp)
+    else:
+        model = TextModel(weights, activations=DECODE_ACTIVATIONS, kv_dtype=KV_CACHE_DTYPE)
+    if weights.mtp is not None and MTP_DRAFTS > 0 and xp is None:      # the file carries an MTP block: draft with it
         model = SpeculativeModel(model, n_draft=MTP_DRAFTS)
     template = weights.file.metadata.get("tokenizer.chat_template")
     return LoadedModel(path, weights, model, tokenizer, template, Generator(model, tokenizer),
                        time.perf_counter() - t0)
+
+
+def _gpu_arrays():
+    from .engine.gpu.runtime import DeviceUnavailable, cuda_arrays
+    try:
+        return cuda_arrays()
+    except DeviceUnavailable as exc:
+        raise UserError(str(exc)) from None
+
+
+def _device_model(weights: ModelWeights, xp):
+    from .engine.gpu.model import DeviceTextModel
+    from .engine.gpu.runtime import DeviceUnavailable
+    try:
+        return DeviceTextModel(weights, xp, weight_dtype=GPU_WEIGHT_DTYPE)
+    except DeviceUnavailable as exc:
+        raise UserError(str(exc)) from None

@@ -72,8 +72,6 @@ def sampling_for(req: Request, thinking: bool, media: bool) -> SamplingParams:
 def check_request(req: Request) -> None:
     if req.device not in ("cpu", "gpu"):
         raise UserError(f"--device must be cpu or gpu, not {req.device!r}")
-    if req.device == "gpu":
-        raise UserError("--device gpu: this build of rax runs on the CPU only; use --device cpu")
     if req.boxes_out is not None:
         if not req.images:
             raise UserError("--boxes-out draws on the first --image; give an --image")
@@ -91,7 +89,7 @@ def run(req: Request, stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr, 
     path = find_model(req.model)
     mmproj = mmproj_for(req, path)
     set_threads(req.threads)
-    loaded = load_model(path)
+    loaded = load_model(path, req.device)
     warm_up(loaded.model, stderr)        # compile (first run) or load the kernels, with a notice
     tok = loaded.tokenizer
     segment = None

@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import kernels, ops
+from .arrays import array_module
 from .state import DeltaNetCache
 from .weights import Activation, Projections
 
@@ -29,36 +30,43 @@ RECURRENT_TOKENS = 16       # up to this many tokens: the fused recurrent kernel
 _NO_HISTORY = np.empty((0, 1, 1, 1), np.float32)
 
 
-def l2_normalize(x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
-    return x / np.sqrt(np.sum(x * x, axis=-1, keepdims=True) + eps)
+def l2_normalize(x, eps: float = 1e-6):
+    xp = array_module(x)
+    return x / xp.sqrt(xp.sum(x * x, axis=-1, keepdims=True) + eps)
 
 
-def softplus(x: np.ndarray) -> np.ndarray:
+def softplus(x):
     # torch's softplus switches to the identity above 20; match it
-    return np.where(x > 20.0, x, np.log1p(np.exp(np.minimum(x, 20.0))))
+    xp = array_module(x)
+    return xp.where(x > 20.0, x, xp.log1p(xp.exp(xp.minimum(x, 20.0))))
 
 
 def recurrent_delta_rule(q, k, v, g, beta, state):
     """Step-by-step reference. q, k: [T, H, d_k]; v: [T, H, d_v]; g, beta: [T, H];
-    state: [H, d_k, d_v] updated in place. Returns o: [T, H, d_v]."""
+    state: [H, d_k, d_v] updated in place. Returns o: [T, H, d_v]. NumPy or CuPy arrays
+    (the GPU engine decodes with it)."""
+    xp = array_module(q)
     T = q.shape[0]
-    out = np.empty_like(v)
+    out = xp.empty_like(v)
     for t in range(T):
-        state *= np.exp(g[t])[:, None, None]
-        kv_mem = np.einsum("hk,hkv->hv", k[t], state)
+        state *= xp.exp(g[t])[:, None, None]
+        kv_mem = xp.einsum("hk,hkv->hv", k[t], state)
         u = (v[t] - kv_mem) * beta[t][:, None]
         state += k[t][:, :, None] * u[:, None, :]
-        out[t] = np.einsum("hk,hkv->hv", q[t], state)
+        out[t] = xp.einsum("hk,hkv->hv", q[t], state)
     return out
 
 
-def chunked_delta_rule(q, k, v, g, beta, state, chunk: int = CHUNK):
+def chunked_delta_rule(q, k, v, g, beta, state, chunk: int = CHUNK, inverse=ops.unit_lower_inverse):
     """Same contract as `recurrent_delta_rule`, computed chunk-wise with matrix products.
 
     Inside a chunk the T sequential updates collapse to a unit lower-triangular system
     (the UT transform); across chunks a short loop carries the state. Arrays are laid out
     [chunk index, head, position in chunk, ...] and kept contiguous: NumPy hands contiguous
-    stacks of matrices to BLAS, strided ones to a slow loop (measured 250x slower here)."""
+    stacks of matrices to BLAS, strided ones to a slow loop (measured 250x slower here).
+    NumPy or CuPy arrays; `inverse` computes (I + a)⁻¹ of strictly lower-triangular
+    stacks of the same kind (the CPU's is a Numba kernel)."""
+    xp = array_module(q)
     T, H, dk = q.shape
     dv = v.shape[-1]
     pad = (-T) % chunk
@@ -66,46 +74,46 @@ def chunked_delta_rule(q, k, v, g, beta, state, chunk: int = CHUNK):
 
     def chunks_first(x):  # [T, H, ...] -> [n_chunks, H, chunk, ...], zero-padded, contiguous
         if pad:
-            x = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)])
+            x = xp.concatenate([x, xp.zeros((pad,) + x.shape[1:], x.dtype)])
         x = x.reshape((n_chunks, chunk) + x.shape[1:])
-        return np.ascontiguousarray(np.swapaxes(x, 1, 2))
+        return xp.ascontiguousarray(xp.swapaxes(x, 1, 2))
 
     def transposed(x):
-        return np.ascontiguousarray(np.swapaxes(x, -1, -2))
+        return xp.ascontiguousarray(xp.swapaxes(x, -1, -2))
 
     q, k, v, g, beta = (chunks_first(a) for a in (q, k, v, g, beta))
     k_beta = k * beta[..., None]
     v_beta = v * beta[..., None]
     del v           # (the dels keep a long prompt's transient memory down)
 
-    cum_g = np.cumsum(g, axis=-1)                                   # [C, H, L]
-    causal = np.tril(np.ones((chunk, chunk), dtype=bool))
+    cum_g = xp.cumsum(g, axis=-1)                                   # [C, H, L]
+    causal = xp.tril(xp.ones((chunk, chunk), dtype=bool))
     # decay[i, j] = exp(cum_g_i - cum_g_j) for j <= i, zero above the diagonal
-    decay = np.exp(np.where(causal, cum_g[..., :, None] - cum_g[..., None, :], -np.inf))
+    decay = xp.exp(xp.where(causal, cum_g[..., :, None] - cum_g[..., None, :], -xp.inf))
 
-    strictly_lower = np.tril(np.ones((chunk, chunk), dtype=bool), -1)
+    strictly_lower = xp.tril(xp.ones((chunk, chunk), dtype=bool), -1)
     k_t = transposed(k)                                             # [C, H, d_k, L]
-    a = np.where(strictly_lower, (k_beta @ k_t) * decay, 0.0).astype(np.float32)
+    a = xp.where(strictly_lower, (k_beta @ k_t) * decay, 0.0).astype(xp.float32)
     # (I + A)^-1 by forward substitution, all heads and chunks at once
-    inv = ops.unit_lower_inverse(np.ascontiguousarray(a))
+    inv = inverse(xp.ascontiguousarray(a))
     u = inv @ v_beta                                                # new values
-    w = inv @ (k_beta * np.exp(cum_g)[..., None])                   # decayed keys reading the old state
+    w = inv @ (k_beta * xp.exp(cum_g)[..., None])                   # decayed keys reading the old state
     del a, inv, k_beta, v_beta
 
-    attn = np.where(causal, (q @ k_t) * decay, 0.0).astype(np.float32)
-    q_decayed = q * np.exp(cum_g)[..., None]
-    k_to_end_t = transposed(k * np.exp(cum_g[..., -1:] - cum_g)[..., None])     # [C, H, d_k, L]
+    attn = xp.where(causal, (q @ k_t) * decay, 0.0).astype(xp.float32)
+    q_decayed = q * xp.exp(cum_g)[..., None]
+    k_to_end_t = transposed(k * xp.exp(cum_g[..., -1:] - cum_g)[..., None])     # [C, H, d_k, L]
     del q, k, k_t, decay
-    chunk_decay = np.exp(cum_g[..., -1])                            # [C, H]
+    chunk_decay = xp.exp(cum_g[..., -1])                            # [C, H]
 
-    out = np.empty((n_chunks, H, chunk, dv), dtype=np.float32)
+    out = xp.empty((n_chunks, H, chunk, dv), dtype=xp.float32)
     for c in range(n_chunks):
         v_new = u[c] - w[c] @ state
         out[c] = q_decayed[c] @ state + attn[c] @ v_new
         state *= chunk_decay[c, :, None, None]
         state += k_to_end_t[c] @ v_new
-    out = np.swapaxes(out, 1, 2).reshape(n_chunks * chunk, H, dv)[:T]
-    return np.ascontiguousarray(out)
+    out = xp.swapaxes(out, 1, 2).reshape(n_chunks * chunk, H, dv)[:T]
+    return xp.ascontiguousarray(out)
 
 
 class GatedDeltaNet:

@@ -1,4 +1,7 @@
-"""Per-conversation state of the text model: what a prompt leaves behind for the next token."""
+"""Per-conversation state of the text model: what a prompt leaves behind for the next token.
+
+The caches are NumPy arrays for the CPU engine and CuPy arrays (on the GPU) for the GPU
+engine: `TextState.empty(..., xp=cupy)`."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -17,10 +20,10 @@ class DeltaNetCache:
     tentative: bool = False
 
     @classmethod
-    def empty(cls, config) -> "DeltaNetCache":
+    def empty(cls, config, xp=np) -> "DeltaNetCache":
         return cls(
-            conv=np.zeros((config.ssm_conv_kernel - 1, config.ssm_conv_dim), np.float32),
-            recurrent=np.zeros((config.ssm_n_v_heads, config.ssm_state_size, config.ssm_state_size), np.float32),
+            conv=xp.zeros((config.ssm_conv_kernel - 1, config.ssm_conv_dim), xp.float32),
+            recurrent=xp.zeros((config.ssm_n_v_heads, config.ssm_state_size, config.ssm_state_size), xp.float32),
         )
 
     def commit(self, n_keep: int) -> None:
@@ -43,6 +46,7 @@ class KVCache:
     keys: np.ndarray = field(default=None)     # [n_head_kv, capacity, head_dim]
     values: np.ndarray = field(default=None)
     dtype: type = np.float32
+    xp: object = np             # numpy, or cupy for caches on the GPU
 
     GROW = 256
 
@@ -51,8 +55,8 @@ class KVCache:
         it once: no copies while the prompt goes in, nor their transient memory)."""
         if self.keys is not None and capacity <= self.keys.shape[1]:
             return
-        grown_k = np.zeros((self.n_head_kv, capacity, self.head_dim), self.dtype)
-        grown_v = np.zeros_like(grown_k)
+        grown_k = self.xp.zeros((self.n_head_kv, capacity, self.head_dim), self.dtype)
+        grown_v = self.xp.zeros_like(grown_k)
         if self.keys is not None:
             grown_k[:, :self.length] = self.keys[:, :self.length]
             grown_v[:, :self.length] = self.values[:, :self.length]
@@ -94,10 +98,10 @@ class TextState:
     _before: tuple[int, int, list] | None = field(default=None, repr=False)
 
     @classmethod
-    def empty(cls, config, kv_dtype: type = np.float32) -> "TextState":
+    def empty(cls, config, kv_dtype: type = np.float32, xp=np) -> "TextState":
         layers = [
-            DeltaNetCache.empty(config) if config.is_recurrent[i]
-            else KVCache(config.n_head_kv, config.head_dim, dtype=kv_dtype)
+            DeltaNetCache.empty(config, xp) if config.is_recurrent[i]
+            else KVCache(config.n_head_kv, config.head_dim, dtype=kv_dtype, xp=xp)
             for i in range(config.n_layer)
         ]
         return cls(layers=layers)
