@@ -55,7 +55,7 @@ class VisionModel:
     """An opened mmproj: the tower and the processor settings that go with it."""
     path: Path
     weights: VisionWeights
-    tower: VisionTower
+    tower: VisionTower          # or engine/gpu/vision.py DeviceVisionTower: the same encode
     preprocess: PreprocessConfig
 
     def encode(self, visual: VisualInput) -> np.ndarray:
@@ -86,8 +86,9 @@ def find_mmproj(model_path: str | Path, explicit: str | None) -> Path | None:
     return found[0] if found else None
 
 
-def load_vision(mmproj_path: str | Path, text_config) -> VisionModel:
-    """Open an mmproj and check it projects into the text model's width."""
+def load_vision(mmproj_path: str | Path, text_config, device: str = "cpu") -> VisionModel:
+    """Open an mmproj and check it projects into the text model's width; device "gpu": the
+    tower runs on the GPU (engine/gpu/vision.py)."""
     path = Path(mmproj_path)
     try:
         weights = VisionWeights(path)
@@ -103,7 +104,18 @@ def load_vision(mmproj_path: str | Path, text_config) -> VisionModel:
         image_mean=c.image_mean, image_std=c.image_std,
         image_min_pixels=c.image_min_pixels or defaults.image_min_pixels,
         image_max_pixels=c.image_max_pixels or defaults.image_max_pixels)
-    return VisionModel(path, weights, VisionTower(weights), preprocess)
+    return VisionModel(path, weights, _tower(weights, device), preprocess)
+
+
+def _tower(weights: VisionWeights, device: str):
+    if device != "gpu":
+        return VisionTower(weights)
+    from .engine.gpu.runtime import DeviceUnavailable, cuda_arrays
+    from .engine.gpu.vision import DeviceVisionTower
+    try:
+        return DeviceVisionTower(weights, cuda_arrays())
+    except DeviceUnavailable as exc:
+        raise UserError(str(exc)) from None
 
 
 def load_image(path: str | Path, vision: VisionModel) -> VisualInput:

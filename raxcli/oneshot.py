@@ -106,7 +106,7 @@ def run(req: Request, stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr, 
             raise UserError(f"{path}: chat template: {exc}") from None
     if mmproj is not None:
         from . import multimodal
-        vision = multimodal.load_vision(mmproj, loaded.model.config)
+        vision = multimodal.load_vision(mmproj, loaded.model.config, req.device)
         media = [multimodal.load_image(p, vision) for p in req.images]
         media += [multimodal.load_video(req.video, vision)] if req.video else []
         with working(req, stdout, stderr, f"encoding {len(media)} picture(s) and video(s)"):

@@ -4,6 +4,8 @@ The GPU engine is written against the NumPy API that CuPy mirrors; here NumPy st
 CuPy, so every line of its math runs on any machine. Where CuPy finds a CUDA device, the same
 model also runs on it and must give the stand-in's logits (the `gpu` tests; skipped without one).
 """
+import json
+import math
 import subprocess
 import sys
 import types
@@ -12,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from raxcli import multimodal as mm
 from raxcli.engine import attention, ops
 from raxcli.engine.gpu import layers, model as device_model
 from raxcli.engine.gpu.model import DeviceTextModel
@@ -38,10 +41,14 @@ needs_gpu = pytest.mark.skipif(CUPY is None, reason="no CuPy with a CUDA device 
 _weights = {}
 
 
+def weights_at(path) -> ModelWeights:
+    if path not in _weights:
+        _weights[path] = ModelWeights(path)
+    return _weights[path]
+
+
 def weights(stem) -> ModelWeights:
-    if stem not in _weights:
-        _weights[stem] = ModelWeights(FIXTURES / "gguf" / f"{stem}.gguf")
-    return _weights[stem]
+    return weights_at(FIXTURES / "gguf" / f"{stem}.gguf")
 
 
 def teacher_forced(m, ref):
@@ -162,3 +169,71 @@ def test_weights_larger_than_the_free_device_memory_are_refused_before_uploading
     check_room(fake, 2 * 2**30)
     with pytest.raises(DeviceUnavailable, match=r"the weights take 4.0 GiB on the GPU, which has 3.0 GiB free of 8.0"):
         check_room(fake, 4 * 2**30)
+
+
+# ---------------------------------------------------------------------------------------
+# The vision tower on the device (tests/fixtures/vision: transformers' embeddings and logits)
+# ---------------------------------------------------------------------------------------
+VISION = FIXTURES / "vision"
+VISION_CASES = json.loads((VISION / "manifest.json").read_text())["cases"]
+
+
+def _media(case, vis):
+    info = VISION_CASES[case]
+    out = [mm.load_image(VISION / "media" / n, vis) for n in info["images"]]
+    return out + ([mm.load_video(VISION / "media" / info["video"], vis)] if info.get("video") else [])
+
+
+@pytest.mark.parametrize("case", [c for c in VISION_CASES if c != "multi_turn"])
+def test_device_vision_tower_gives_transformers_embeddings(case):
+    from raxcli.engine.gpu.vision import DeviceVisionTower
+    vis = mm.load_vision(VISION / "gguf" / "mmproj-tiny-vl-F16.gguf", weights_at(VISION / "gguf" / "tiny-vl-BF16.gguf").config)
+    tower = DeviceVisionTower(vis.weights, np)
+    ref = np.load(VISION / "ref" / f"{case}.npz")
+    got = np.concatenate([tower.encode(v) for v in _media(case, vis)])
+    want = ref["video_embeds" if VISION_CASES[case]["video"] else "image_embeds"]
+    assert got.shape == want.shape
+    assert np.abs(got - want).max() < 1e-4
+
+
+def test_picture_prompt_through_the_device_engines_gives_transformers_logits():
+    """Vision tower and text model both on the device: spliced embeddings, multimodal
+    positions, then greedy decoding."""
+    from raxcli.chat import render_chat
+    from raxcli.engine.gpu.vision import DeviceVisionTower
+    case = next(c for c in VISION_CASES if c != "multi_turn" and not VISION_CASES[c]["video"])
+    info, ref = VISION_CASES[case], np.load(VISION / "ref" / f"{case}.npz")
+    text_weights = weights_at(VISION / "gguf" / "tiny-vl-BF16.gguf")
+    vis = mm.load_vision(VISION / "gguf" / "mmproj-tiny-vl-F16.gguf", text_weights.config)
+    vis.tower = DeviceVisionTower(vis.weights, np)
+    text = DeviceTextModel(text_weights, np, weight_dtype=np.float32)
+    from raxcli.tokenizer import Tokenizer
+    turn = {"role": "user", "content": [{"type": "image"}] * len(info["images"]) + [{"type": "text", "text": info["text"]}]}
+    rendered = render_chat(text_weights.file.metadata["tokenizer.chat_template"], [turn], add_generation_prompt=True,
+                           enable_thinking=False)
+    seg = mm.encode_prompt(Tokenizer.from_gguf_metadata(text_weights.file.metadata), text, vis, rendered,
+                           _media(case, vis), 0)
+    state = text.new_state()
+    logits = text.logits(text.forward(seg.embeddings, state, seg.positions)[-2:])
+    assert np.abs(logits[0] - ref["logits_before_last"]).max() < 2e-3
+    step = logits[1]
+    for want_id, want_logits in zip(ref["greedy"], ref["greedy_logits"]):
+        assert np.abs(step - want_logits).max() < 2e-3 and int(np.argmax(step)) == want_id
+        step = text.decode(int(want_id), state)
+
+
+def test_erf_without_scipy_is_accurate_to_a_few_float32_ulps():
+    from raxcli.engine.gpu.vision import erf
+    x = np.linspace(-6, 6, 20001).astype(np.float32)
+    want = np.array([math.erf(v) for v in x.astype(np.float64)])
+    assert np.abs(erf(x) - want).max() < 4e-7     # float32's ulp below 1: 6e-8
+
+
+@needs_gpu
+def test_cupy_vision_tower_gives_the_numpy_stand_in_embeddings():
+    from raxcli.engine.gpu.vision import DeviceVisionTower
+    vis = mm.load_vision(VISION / "gguf" / "mmproj-tiny-vl-F16.gguf", weights_at(VISION / "gguf" / "tiny-vl-BF16.gguf").config)
+    case = next(c for c in VISION_CASES if c != "multi_turn")
+    for visual in _media(case, vis):
+        np.testing.assert_allclose(DeviceVisionTower(vis.weights, CUPY).encode(visual),
+                                   DeviceVisionTower(vis.weights, np).encode(visual), rtol=0, atol=1e-4)

@@ -23,6 +23,7 @@ import math
 import numba as nb
 import numpy as np
 
+from .arrays import array_module
 from .kernels import fast_exp
 from .ops import rotate_half
 from .mmproj import VisionConfig, VisionWeights
@@ -140,6 +141,15 @@ def apply_rotary(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
     return rotate_half(x, cos, sin, np.empty(x.shape, np.float32))
 
 
+def patches(frames, config: VisionConfig):
+    """frames: float32 [t, 3, H, W] → [t, n, 3·P·P] in block order (NumPy or CuPy arrays)."""
+    P, M = config.patch_size, config.merge_size
+    t, ch, H, W = frames.shape
+    x = frames.reshape(t, ch, H // P // M, M, P, W // P // M, M, P)
+    x = x.transpose(0, 2, 5, 3, 6, 1, 4, 7)
+    return array_module(frames).ascontiguousarray(x).reshape(t, (H // P) * (W // P), ch * P * P)
+
+
 # ---------------------------------------------------------------------------------------
 # The tower
 # ---------------------------------------------------------------------------------------
@@ -212,18 +222,9 @@ class VisionTower:
         self.patch_w_image = np.ascontiguousarray((w.patch_w[0] + w.patch_w[1]).T)
         self.patch_w_pair = [np.ascontiguousarray(m.T) for m in w.patch_w]
 
-    def patches(self, frames: np.ndarray) -> np.ndarray:
-        """frames: float32 [t, 3, H, W] → [t, n, 3·P·P] in block order."""
-        c = self.config
-        P, M = c.patch_size, c.merge_size
-        t, ch, H, W = frames.shape
-        x = frames.reshape(t, ch, H // P // M, M, P, W // P // M, M, P)
-        x = x.transpose(0, 2, 5, 3, 6, 1, 4, 7)
-        return np.ascontiguousarray(x).reshape(t, (H // P) * (W // P), ch * P * P)
-
     def embed_patches(self, frames: np.ndarray, workers: int = 1) -> np.ndarray:
         """One frame (an image) or a temporal pair → patch embeddings [n, n_embd]."""
-        p = self.patches(frames)
+        p = patches(frames, self.config)
         if p.shape[0] == 1:
             x = dense_product(p[0], self.patch_w_image, workers)
         else:
