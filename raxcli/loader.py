@@ -36,6 +36,7 @@ KV_CACHE_DTYPE = np.float16
 # compute-bound, and verifying k drafts costs 0.8 x (k + 1) plain steps, so it never pays
 # there (benchmarks/bench_speculative.py); where decoding is bandwidth-bound it does.
 MTP_DRAFTS = int(os.environ.get("RAX_MTP_DRAFTS", "0"))
+DEVICES = ("cpu", "gpu")
 # how `--device gpu` keeps the matrices on the device (engine/gpu): float32, the dequantized
 # weights as they are (logits within 1e-4 of transformers on the test fixtures, like the CPU
 # engine's float path), or with RAX_GPU_WEIGHTS=float16 half the memory and the bytes read
@@ -100,6 +101,8 @@ def load_model(path: str | Path, device: str = "cpu") -> LoadedModel:
     """device "gpu": the GPU engine (engine/gpu), with CuPy; UserError if it cannot run here."""
     t0 = time.perf_counter()
     path = Path(path)
+    if device not in DEVICES:
+        raise UserError(f"--device must be {' or '.join(DEVICES)}, not {device!r}")
     xp = _gpu_arrays() if device == "gpu" else None      # before reading the file: fail fast
     try:
         weights = ModelWeights(path)

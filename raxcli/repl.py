@@ -31,6 +31,7 @@ class ChatArgs:
     max_tokens: int | None = None
     max_context: int | None = None
     threads: int | None = None
+    device: str = "cpu"             # or "gpu": the CuPy engine (engine/gpu)
     ram_gb: float | None = None
     greedy: bool = False
     sampling: dict = field(default_factory=dict)
@@ -100,8 +101,8 @@ def start(args: ChatArgs) -> int:
     path = find_model(args.model)
     threads = set_threads(args.threads or machine.default_threads())
     with render.busy(console, f"loading {path.name}"):
-        loaded = load_model(path)
-    vision, mmproj, vision_note = open_vision(console, path, args.mmproj, loaded)
+        loaded = load_model(path, args.device)
+    vision, mmproj, vision_note = open_vision(console, path, args.mmproj, loaded, args.device)
 
     model_context = loaded.model.config.context_length
     context_cap = min(limits.context, model_context)
@@ -155,7 +156,7 @@ def start_remote(console, args: ChatArgs) -> int:
     return repl.loop()
 
 
-def open_vision(console, model_path: Path, explicit: str | None, loaded):
+def open_vision(console, model_path: Path, explicit: str | None, loaded, device: str = "cpu"):
     """(vision tower or None, mmproj path or None, a line saying why pictures are off)."""
     try:
         from . import multimodal
@@ -167,7 +168,7 @@ def open_vision(console, model_path: Path, explicit: str | None, loaded):
     if mmproj is None:
         return None, None, "pictures are off: no mmproj GGUF beside the model (pass --mmproj FILE)"
     with render.busy(console, f"loading the vision tower {mmproj.name}"):
-        vision = multimodal.load_vision(mmproj, loaded.model.config)
+        vision = multimodal.load_vision(mmproj, loaded.model.config, device)
     return vision, mmproj, None
 
 

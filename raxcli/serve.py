@@ -337,11 +337,11 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def load_vision(model_path, mmproj: str | None, text_config):
+def load_vision(model_path, mmproj: str | None, text_config, device: str = "cpu"):
     """--mmproj, else the mmproj beside the model, else None (images then get a 400)."""
     from . import multimodal
     found = multimodal.find_mmproj(model_path, mmproj)
-    return None if found is None else multimodal.load_vision(found, text_config)
+    return None if found is None else multimodal.load_vision(found, text_config, device)
 
 
 class ServerStoppingGenerations(uvicorn.Server):
@@ -360,11 +360,11 @@ class ServerStoppingGenerations(uvicorn.Server):
 def run_server(*, model: str | None, mmproj: str | None = None, host: str = "127.0.0.1", port: int = 8080,
                api_key: str | None = None, queue_size: int = 8, max_context: int | None = None,
                max_tokens: int | None = None, name: str | None = None, allow_file_urls: bool | None = None,
-               threads: int | None = None, log_level: str = "info") -> None:
+               threads: int | None = None, device: str = "cpu", log_level: str = "info") -> None:
     path = find_model(model)
     set_threads(threads)
-    loaded = load_model(path)
-    vision = load_vision(path, mmproj, loaded.model.config)
+    loaded = load_model(path, device)
+    vision = load_vision(path, mmproj, loaded.model.config, device)
     engine = LocalEngine(loaded, name or path.stem, vision=vision, max_context=max_context,
                          max_tokens=max_tokens,
                          allow_file_urls=is_loopback(host) if allow_file_urls is None else allow_file_urls)

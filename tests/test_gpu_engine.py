@@ -143,10 +143,11 @@ def test_missing_cupy_or_device_is_a_one_line_reason(monkeypatch):
 
 
 @pytest.mark.skipif(CUPY is not None, reason="this machine can run the GPU engine")
-@pytest.mark.parametrize("command", [["run", "--prompt", "hi", "--max-tokens", "2"], ["bench", "--gen-tokens", "2"]])
+@pytest.mark.parametrize("command", [["run", "--prompt", "hi", "--max-tokens", "2"], ["bench", "--gen-tokens", "2"],
+                                     ["chat"], ["serve", "--port", "0"]])
 def test_device_gpu_without_a_gpu_is_one_line_and_exit_2(command):
     proc = subprocess.run([sys.executable, "-m", "raxcli", *command, "--model", str(FIXTURES / "gguf" / "tiny-vk2-F32.gguf"),
-                           "--device", "gpu"], capture_output=True, text=True, timeout=300)
+                           "--device", "gpu"], capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "--device gpu" in lines[0] and "Traceback" not in proc.stderr
