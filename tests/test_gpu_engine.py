@@ -16,7 +16,7 @@ import pytest
 
 from raxcli import multimodal as mm
 from raxcli.engine import attention, ops
-from raxcli.engine.gpu import layers, model as device_model
+from raxcli.engine.gpu import layers
 from raxcli.engine.gpu.model import DeviceTextModel
 from raxcli.engine.gpu.runtime import DeviceUnavailable, cuda_arrays
 from raxcli.engine.text import TextModel
@@ -77,11 +77,11 @@ def test_float16_device_weights_stay_within_the_stated_tolerance(stem):
     assert 1e-3 < distance <= F16_ATOL     # (above 1e-3: the weights really are float16)
 
 
-def test_prompt_in_pieces_and_every_logit_equal_the_cpu_engine(monkeypatch):
+def test_prompt_in_pieces_and_every_logit_equal_the_cpu_engine():
     """Pieces of 100 tokens (not a multiple of the delta rule's chunk): every state carries over."""
-    monkeypatch.setattr(device_model, "PREFILL_CHUNK", 100)
     ref = np.load(FIXTURES / "ref" / "tiny-vk2-F32.npz")
     device = DeviceTextModel(weights("tiny-vk2-F32"), np, weight_dtype=np.float32)
+    device.prefill_chunk = 100
     got = device.prefill(ref["prompt_long"], device.new_state(), all_logits=True)
     cpu = TextModel(weights("tiny-vk2-F32"))
     want = cpu.prefill(ref["prompt_long"], cpu.new_state(), all_logits=True)

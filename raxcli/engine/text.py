@@ -45,7 +45,63 @@ class DecoderBlock:
         return kept.refill()
 
 
-class TextModel:
+class Decoder:
+    """What the generation loop calls on a text model, shared by the CPU engine (TextModel)
+    and the GPU one (engine/gpu/model.py): a subclass gives `_trunk` (T new tokens through
+    the blocks), `logits`, `new_state`, and `prefill_chunk`."""
+
+    prefill_chunk = PREFILL_CHUNK
+
+    def plain(self):
+        """The model without speculative decoding (this one; SpeculativeModel answers its trunk)."""
+        return self
+
+    def embed(self, token_ids) -> np.ndarray:
+        return self.weights.token_embd.rows(token_ids)
+
+    def forward(self, embeddings, state: TextState, positions: np.ndarray | None = None, last_only: bool = False):
+        """Run T new tokens through the trunk; returns the final-normed hidden states [T, n_embd]
+        (with last_only, the last token's only, [1, n_embd]: a long prompt then keeps no
+        [T, n_embd] output, which is 32 MB at 4k tokens).
+
+        positions: [3, T] rotary positions (temporal, height, width); text tokens default to
+        consecutive positions from `state.next_position` on all three streams. With explicit
+        positions (vision tokens), text resumes after the largest one, as get_rope_index does.
+        Long inputs go through in pieces of `prefill_chunk` tokens (the same result: every
+        cache carries over), which bounds the activations' memory on long prompts."""
+        T, chunk = embeddings.shape[0], self.prefill_chunk
+        if T > chunk:
+            parts = [self.forward(embeddings[a:a + chunk], state,
+                                  None if positions is None else positions[:, a:a + chunk], last_only)
+                     for a in range(0, T, chunk)]
+            return parts[-1] if last_only else self._concatenate(parts)
+        if positions is None:
+            positions = np.broadcast_to(np.arange(state.next_position, state.next_position + T), (3, T))
+            state.next_position += T
+        else:
+            state.next_position = max(state.next_position, int(np.max(positions)) + 1)
+        hidden = self._trunk(embeddings, state, positions, last_only)
+        state.n_tokens += T
+        return hidden
+
+    def prefill(self, token_ids, state: TextState, all_logits: bool = False) -> np.ndarray:
+        """Feed a prompt; returns the logits of its last token (or of every token). Token ids
+        are embedded a piece at a time, as the trunk takes them."""
+        if all_logits:
+            return self.logits(self.forward(self.embed(token_ids), state))
+        hidden = None
+        for a in range(0, len(token_ids), self.prefill_chunk):
+            hidden = self.forward(self.embed(token_ids[a:a + self.prefill_chunk]), state, last_only=True)
+        return self.logits(hidden[-1])
+
+    def decode(self, token_id: int, state: TextState) -> np.ndarray:
+        return self.logits(self.forward(self.embed([token_id]), state)[0])
+
+    def _concatenate(self, parts):
+        return np.concatenate(parts)
+
+
+class TextModel(Decoder):
     """activations: how decode steps feed the quantized matrices (`ModelWeights.set_activations`):
     "float" (default) equals transformers on the dequantized weights; "fine" (int8 plus a
     residual int8 code) keeps greedy tokens of the reference fixtures; "int8" is llama.cpp's
@@ -62,60 +118,17 @@ class TextModel:
         self.config = c = weights.config
         self.blocks = [DecoderBlock(weights.layers[i], c, c.is_recurrent[i]) for i in range(c.n_layer)]
 
-    def plain(self) -> "TextModel":
-        """The model without speculative decoding (this one; SpeculativeModel answers its trunk)."""
-        return self
-
     def new_state(self) -> TextState:
         return TextState.empty(self.config, self.kv_dtype)
 
-    def embed(self, token_ids) -> np.ndarray:
-        return self.weights.token_embd.rows(token_ids)
-
-    def forward(self, embeddings: np.ndarray, state: TextState, positions: np.ndarray | None = None,
-                last_only: bool = False) -> np.ndarray:
-        """Run T new tokens through the trunk; returns the final-normed hidden states [T, n_embd]
-        (with last_only, the last token's only, [1, n_embd]: a long prompt then keeps no
-        [T, n_embd] output, which is 32 MB at 4k tokens).
-
-        positions: [3, T] rotary positions (temporal, height, width); text tokens default to
-        consecutive positions from `state.next_position` on all three streams. With explicit
-        positions (vision tokens), text resumes after the largest one, as get_rope_index does.
-        Long inputs go through in pieces of PREFILL_CHUNK tokens (the same result: every cache
-        carries over), which bounds the activations' memory on long prompts."""
+    def _trunk(self, embeddings: np.ndarray, state: TextState, positions: np.ndarray, last_only: bool) -> np.ndarray:
         c = self.config
-        x = np.ascontiguousarray(embeddings, dtype=np.float32)
-        T = x.shape[0]
-        if T > PREFILL_CHUNK:
-            parts = [self.forward(x[a:a + PREFILL_CHUNK], state,
-                                  None if positions is None else positions[:, a:a + PREFILL_CHUNK], last_only)
-                     for a in range(0, T, PREFILL_CHUNK)]
-            return parts[-1] if last_only else np.concatenate(parts)
-        if positions is None:
-            positions = np.broadcast_to(np.arange(state.next_position, state.next_position + T), (3, T))
-            state.next_position += T
-        else:
-            state.next_position = max(state.next_position, int(np.max(positions)) + 1)
         cos, sin = ops.rope_cos_sin(positions, c.n_rot, c.rope_theta, c.rope_sections)
-        x = x.copy()            # the residual stream, which the blocks update in place
+        x = np.array(embeddings, dtype=np.float32)      # the residual stream, which the blocks update in place
         for block, cache in zip(self.blocks, state.layers):
             x = block(x, cache, cos, sin)
-        state.n_tokens += T
         return ops.rms_norm(x[-1:] if last_only else x, self.weights.output_norm, c.rms_eps)
 
     def logits(self, hidden: np.ndarray) -> np.ndarray:
         """hidden: [n_embd] or [T, n_embd] → logits over the vocabulary."""
         return self.weights.output(hidden)
-
-    def prefill(self, token_ids, state: TextState, all_logits: bool = False) -> np.ndarray:
-        """Feed a prompt; returns the logits of its last token (or of every token). Token ids
-        are embedded a piece at a time, as the trunk takes them."""
-        if all_logits:
-            return self.logits(self.forward(self.embed(token_ids), state))
-        hidden = None
-        for a in range(0, len(token_ids), PREFILL_CHUNK):
-            hidden = self.forward(self.embed(token_ids[a:a + PREFILL_CHUNK]), state, last_only=True)
-        return self.logits(hidden[-1])
-
-    def decode(self, token_id: int, state: TextState) -> np.ndarray:
-        return self.logits(self.forward(self.embed([token_id]), state)[0])

@@ -12,6 +12,7 @@ from .. import ops
 from ..arrays import to_host
 from ..deltanet import RECURRENT_TOKENS, chunked_delta_rule, l2_normalize, recurrent_delta_rule, softplus
 from ..state import DeltaNetCache, KVCache, TextState
+from ..text import Decoder
 from ..weights import ModelWeights
 from . import layers
 from .layers import matmul, rms_norm, sigmoid, silu
@@ -20,10 +21,13 @@ from .weights import DeviceLayer, DeviceWeights
 PREFILL_CHUNK = 512     # tokens per trunk pass on long prompts (bounds the device's transient memory)
 
 
-class DeviceTextModel:
+class DeviceTextModel(Decoder):
     """xp: cupy (or numpy, which the tests put in its place). weight_dtype: how matrices are
     kept on the device, float16 (half the memory and the bytes read per token) or float32.
-    kv_dtype: the attention caches (float32: the device has the memory)."""
+    kv_dtype: the attention caches (float32: the device has the memory). Hidden states are
+    device arrays; `logits` returns NumPy ones."""
+
+    prefill_chunk = PREFILL_CHUNK
 
     def __init__(self, weights: ModelWeights, xp, weight_dtype=np.float16, kv_dtype=np.float32):
         self.weights = weights
@@ -32,29 +36,20 @@ class DeviceTextModel:
         self.kv_dtype = kv_dtype
         self.device = DeviceWeights(weights, xp, weight_dtype)
 
-    def plain(self) -> "DeviceTextModel":
-        return self
-
     def new_state(self) -> TextState:
         return TextState.empty(self.config, self.kv_dtype, xp=self.xp)
 
-    def embed(self, token_ids) -> np.ndarray:
-        return self.weights.token_embd.rows(token_ids)
+    def logits(self, hidden) -> np.ndarray:
+        """hidden: [n_embd] or [T, n_embd] (device) → logits over the vocabulary (host)."""
+        flat = hidden.ndim == 1
+        out = matmul(hidden.reshape(-1, hidden.shape[-1]), self.device.output)
+        return to_host(out[0] if flat else out)
 
-    def forward(self, embeddings, state: TextState, positions: np.ndarray | None = None, last_only: bool = False):
-        """As TextModel.forward; the hidden states returned are device arrays."""
+    def _concatenate(self, parts):
+        return self.xp.concatenate(parts)
+
+    def _trunk(self, embeddings, state: TextState, positions: np.ndarray, last_only: bool):
         xp, c = self.xp, self.config
-        T = embeddings.shape[0]
-        if T > PREFILL_CHUNK:
-            parts = [self.forward(embeddings[a:a + PREFILL_CHUNK], state,
-                                  None if positions is None else positions[:, a:a + PREFILL_CHUNK], last_only)
-                     for a in range(0, T, PREFILL_CHUNK)]
-            return parts[-1] if last_only else xp.concatenate(parts)
-        if positions is None:
-            positions = np.broadcast_to(np.arange(state.next_position, state.next_position + T), (3, T))
-            state.next_position += T
-        else:
-            state.next_position = max(state.next_position, int(np.max(positions)) + 1)
         cos, sin = (xp.asarray(t) for t in ops.rope_cos_sin(positions, c.n_rot, c.rope_theta, c.rope_sections))
         x = xp.asarray(np.ascontiguousarray(embeddings, dtype=np.float32))
         for layer, cache in zip(self.device.layers, state.layers):
@@ -65,25 +60,7 @@ class DeviceTextModel:
                 x = x + self._attention(layer, h, cache, cos, sin)
             gate, up = xp.split(matmul(rms_norm(x, layer.post_attention_norm, c.rms_eps), layer.ffn_gate_up), 2, axis=1)
             x = x + matmul(silu(gate) * up, layer.ffn_down)
-        state.n_tokens += T
         return rms_norm(x[-1:] if last_only else x, self.device.output_norm, c.rms_eps)
-
-    def logits(self, hidden) -> np.ndarray:
-        """hidden: [n_embd] or [T, n_embd] (device) → logits over the vocabulary (host)."""
-        flat = hidden.ndim == 1
-        out = matmul(hidden.reshape(-1, hidden.shape[-1]), self.device.output)
-        return to_host(out[0] if flat else out)
-
-    def prefill(self, token_ids, state: TextState, all_logits: bool = False) -> np.ndarray:
-        if all_logits:
-            return self.logits(self.forward(self.embed(token_ids), state))
-        hidden = None
-        for a in range(0, len(token_ids), PREFILL_CHUNK):
-            hidden = self.forward(self.embed(token_ids[a:a + PREFILL_CHUNK]), state, last_only=True)
-        return self.logits(hidden[-1])
-
-    def decode(self, token_id: int, state: TextState) -> np.ndarray:
-        return self.logits(self.forward(self.embed([token_id]), state)[0])
 
     def _deltanet(self, w: DeviceLayer, x, cache: DeltaNetCache):
         """engine/deltanet.py GatedDeltaNet: projections → causal conv → delta rule → gated norm."""
