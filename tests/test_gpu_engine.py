@@ -168,8 +168,12 @@ def test_weights_larger_than_the_free_device_memory_are_refused_before_uploading
     runtime = types.SimpleNamespace(memGetInfo=lambda: (3 * 2**30, 8 * 2**30))
     fake = types.SimpleNamespace(cuda=types.SimpleNamespace(runtime=runtime))
     check_room(fake, 2 * 2**30)
-    with pytest.raises(DeviceUnavailable, match=r"the weights take 4.0 GiB on the GPU, which has 3.0 GiB free of 8.0"):
+    with pytest.raises(DeviceUnavailable, match=r"the weights take 4.0 GiB on the GPU, which has 3.0 GiB free of 8.0$"):
         check_room(fake, 4 * 2**30)
+    with pytest.raises(DeviceUnavailable, match=r"free of 8.0 \(RAX_GPU_WEIGHTS=float16 keeps them in half that\)$"):
+        DeviceTextModel(weights("tiny-vk2-F32"), types.SimpleNamespace(
+            cuda=types.SimpleNamespace(runtime=types.SimpleNamespace(memGetInfo=lambda: (1000, 8 * 2**30)))),
+            weight_dtype=np.float32)
 
 
 # ---------------------------------------------------------------------------------------

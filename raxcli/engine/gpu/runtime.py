@@ -24,12 +24,13 @@ def cuda_arrays():
     return cupy
 
 
-def check_room(xp, n_bytes: int) -> None:
-    """DeviceUnavailable unless the device has n_bytes free (weights about to be uploaded)."""
+def check_room(xp, n_bytes: int, hint: str = "") -> None:
+    """DeviceUnavailable unless the device has n_bytes free (weights about to be uploaded);
+    the hint ends the message."""
     cuda = getattr(xp, "cuda", None)
     if cuda is None:            # NumPy standing in for CuPy (tests)
         return
     free, total = cuda.runtime.memGetInfo()
     if n_bytes > free:
         raise DeviceUnavailable(f"--device gpu: the weights take {n_bytes / 2**30:.1f} GiB on the GPU, which has "
-                                f"{free / 2**30:.1f} GiB free of {total / 2**30:.1f}")
+                                f"{free / 2**30:.1f} GiB free of {total / 2**30:.1f}{hint}")

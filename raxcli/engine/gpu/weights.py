@@ -58,7 +58,9 @@ class DeviceWeights:
     def __init__(self, weights: ModelWeights, xp, dtype=np.float16):
         self.xp, self.dtype = xp, dtype
         trunk = [m for layer in weights.layers for m in vars(layer).values() if isinstance(m, Matrix)]
-        check_room(xp, sum(m.n_out * m.n_in for m in trunk + [weights.output]) * np.dtype(dtype).itemsize)
+        n_values = sum(m.n_out * m.n_in for m in trunk + [weights.output])
+        check_room(xp, n_values * np.dtype(dtype).itemsize,
+                   " (RAX_GPU_WEIGHTS=float16 keeps them in half that)" if np.dtype(dtype).itemsize == 4 else "")
         vec = lambda v: xp.asarray(np.ascontiguousarray(v, dtype=np.float32))   # noqa: E731
         mat = lambda *ms: upload_stacked(xp, list(ms), dtype)                    # noqa: E731
         self.output_norm = vec(weights.output_norm)
