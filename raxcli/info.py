@@ -48,6 +48,8 @@ def describe(path: str | Path, ram_gb: float | None = None) -> dict:
         info["note"] = str(exc)
     info["vision"] = _vision(path, md)
     info.update(_machine_limits(ram_gb, info.get("context_length")))
+    from .engine.gpu.runtime import describe_gpu
+    info["gpu"] = describe_gpu()
     return info
 
 

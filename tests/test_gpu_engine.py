@@ -242,3 +242,13 @@ def test_cupy_vision_tower_gives_the_numpy_stand_in_embeddings():
     for visual in _media(case, vis):
         np.testing.assert_allclose(DeviceVisionTower(vis.weights, CUPY).encode(visual),
                                    DeviceVisionTower(vis.weights, np).encode(visual), rtol=0, atol=1e-4)
+
+
+def test_rax_info_names_the_gpu_or_why_there_is_none(monkeypatch):
+    from raxcli.engine.gpu.runtime import describe_gpu
+    monkeypatch.setitem(sys.modules, "cupy", None)
+    assert describe_gpu() == "none — --device gpu needs CuPy: pip install 'rax[gpu]' (CuPy for CUDA 12; needs an NVIDIA GPU and its driver)"
+    runtime = types.SimpleNamespace(getDeviceCount=lambda: 1, getDeviceProperties=lambda i: {"name": b"NVIDIA H100 80GB HBM3"},
+                                    memGetInfo=lambda: (79 * 2**30, 80 * 2**30))
+    monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(cuda=types.SimpleNamespace(runtime=runtime)))
+    assert describe_gpu() == "NVIDIA H100 80GB HBM3, 79.0 GiB free of 80.0 (--device gpu)"

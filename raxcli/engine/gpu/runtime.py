@@ -34,3 +34,15 @@ def check_room(xp, n_bytes: int, hint: str = "") -> None:
     if n_bytes > free:
         raise DeviceUnavailable(f"--device gpu: the weights take {n_bytes / 2**30:.1f} GiB on the GPU, which has "
                                 f"{free / 2**30:.1f} GiB free of {total / 2**30:.1f}{hint}")
+
+
+def describe_gpu() -> str:
+    """One line for `rax info`: the GPU --device gpu would use, or why there is none."""
+    try:
+        cupy = cuda_arrays()
+    except DeviceUnavailable as exc:
+        return f"none — {exc}"
+    name = cupy.cuda.runtime.getDeviceProperties(0)["name"]
+    free, total = cupy.cuda.runtime.memGetInfo()
+    name = name.decode() if isinstance(name, bytes) else str(name)
+    return f"{name}, {free / 2**30:.1f} GiB free of {total / 2**30:.1f} (--device gpu)"
