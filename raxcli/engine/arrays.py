@@ -5,6 +5,7 @@ so the GPU engine runs the same expressions the CPU engine is tested against. Cu
 looked up only if something imported it: the CPU engine never loads it."""
 from __future__ import annotations
 
+import importlib
 import sys
 
 import numpy as np
@@ -21,3 +22,8 @@ def array_module(x):
 def to_host(x) -> np.ndarray:
     """A NumPy array with x's values (copied from the device for a CuPy array)."""
     return x.get() if array_module(x) is not np else np.asarray(x)
+
+
+def library(name: str):
+    """The array module called `name` ("numpy" or "cupy")."""
+    return np if name == "numpy" else importlib.import_module(name)

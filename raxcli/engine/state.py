@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .arrays import library
+
 
 @dataclass
 class DeltaNetCache:
@@ -46,7 +48,7 @@ class KVCache:
     keys: np.ndarray = field(default=None)     # [n_head_kv, capacity, head_dim]
     values: np.ndarray = field(default=None)
     dtype: type = np.float32
-    xp: object = np             # numpy, or cupy for caches on the GPU
+    library: str = "numpy"      # or "cupy": caches on the GPU (a name, so that states deep-copy)
 
     GROW = 256
 
@@ -55,8 +57,9 @@ class KVCache:
         it once: no copies while the prompt goes in, nor their transient memory)."""
         if self.keys is not None and capacity <= self.keys.shape[1]:
             return
-        grown_k = self.xp.zeros((self.n_head_kv, capacity, self.head_dim), self.dtype)
-        grown_v = self.xp.zeros_like(grown_k)
+        xp = library(self.library)
+        grown_k = xp.zeros((self.n_head_kv, capacity, self.head_dim), self.dtype)
+        grown_v = xp.zeros_like(grown_k)
         if self.keys is not None:
             grown_k[:, :self.length] = self.keys[:, :self.length]
             grown_v[:, :self.length] = self.values[:, :self.length]
@@ -101,7 +104,7 @@ class TextState:
     def empty(cls, config, kv_dtype: type = np.float32, xp=np) -> "TextState":
         layers = [
             DeltaNetCache.empty(config, xp) if config.is_recurrent[i]
-            else KVCache(config.n_head_kv, config.head_dim, dtype=kv_dtype, xp=xp)
+            else KVCache(config.n_head_kv, config.head_dim, dtype=kv_dtype, library=xp.__name__)
             for i in range(config.n_layer)
         ]
         return cls(layers=layers)
