@@ -252,3 +252,25 @@ def test_rax_info_names_the_gpu_or_why_there_is_none(monkeypatch):
                                     memGetInfo=lambda: (79 * 2**30, 80 * 2**30))
     monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(cuda=types.SimpleNamespace(runtime=runtime)))
     assert describe_gpu() == "NVIDIA H100 80GB HBM3, 79.0 GiB free of 80.0 (--device gpu)"
+
+
+@pytest.mark.parametrize("with_picture", [False, True])
+def test_rax_run_on_the_device_engines_answers_as_on_the_cpu(monkeypatch, with_picture):
+    """`rax run --device gpu` end to end (loader, vision, generation, --json), NumPy standing in."""
+    import io
+    from dataclasses import replace
+    from raxcli import oneshot
+    from raxcli.engine.gpu import runtime
+    monkeypatch.setattr(runtime, "cuda_arrays", lambda: np)
+    case = next(c for c in VISION_CASES if c != "multi_turn" and not VISION_CASES[c]["video"])
+    images = [str(VISION / "media" / n) for n in VISION_CASES[case]["images"]] if with_picture else []
+    req = oneshot.Request(model=str(VISION / "gguf" / "tiny-vl-BF16.gguf"), images=images,
+                          mmproj=str(VISION / "gguf" / "mmproj-tiny-vl-F16.gguf") if with_picture else None,
+                          prompt="Describe it.", greedy=True, max_tokens=12, top_logprobs=3, json=True)
+    results = [oneshot.run(replace(req, device=device), stdout=io.StringIO(), stderr=io.StringIO(), stdin=io.StringIO())
+               for device in ("cpu", "gpu")]
+    cpu, gpu = results
+    assert gpu["prompt_token_ids"] == cpu["prompt_token_ids"] and gpu["token_ids"] == cpu["token_ids"]
+    assert len(gpu["token_ids"]) == len(gpu["logprobs"]) == 12
+    for a, b in zip(cpu["logprobs"], gpu["logprobs"]):
+        assert abs(a["logprob"] - b["logprob"]) < 0.05     # the CPU decodes with fine int8 activations
