@@ -23,13 +23,15 @@ PREFILL_CHUNK = 512     # tokens per trunk pass on long prompts (bounds the devi
 
 class DeviceTextModel(Decoder):
     """xp: cupy (or numpy, which the tests put in its place). weight_dtype: how matrices are
-    kept on the device, float16 (half the memory and the bytes read per token) or float32.
-    kv_dtype: the attention caches (float32: the device has the memory). Hidden states are
-    device arrays; `logits` returns NumPy ones."""
+    kept on the device, float32 (the dequantized weights as they are: logits as the CPU
+    engine's float path) or float16 (half the memory and the bytes read per token; the
+    products' float16 rounding moves logits by up to ~0.2 on the test fixtures). kv_dtype:
+    the attention caches (float32: the device has the memory). Hidden states are device
+    arrays; `logits` returns NumPy ones."""
 
     prefill_chunk = PREFILL_CHUNK
 
-    def __init__(self, weights: ModelWeights, xp, weight_dtype=np.float16, kv_dtype=np.float32):
+    def __init__(self, weights: ModelWeights, xp, weight_dtype=np.float32, kv_dtype=np.float32):
         self.weights = weights
         self.config = weights.config
         self.xp = xp

@@ -55,7 +55,7 @@ class DeviceLayer:
 class DeviceWeights:
     """Every trunk tensor of `weights` on the device (the MTP block is not used there)."""
 
-    def __init__(self, weights: ModelWeights, xp, dtype=np.float16):
+    def __init__(self, weights: ModelWeights, xp, dtype=np.float32):
         self.xp, self.dtype = xp, dtype
         trunk = [m for layer in weights.layers for m in vars(layer).values() if isinstance(m, Matrix)]
         n_values = sum(m.n_out * m.n_in for m in trunk + [weights.output])
