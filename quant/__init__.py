@@ -8,7 +8,7 @@ and starve OpenBLAS (measured on 2 cores: prefill tiles 10x slower); OMP_WAIT_PO
 instead costs ~0.1 ms of wake-up per call, which small decode matvecs feel. 10000 spins keeps
 both fast.
 
-NUMBA_CACHE_DIR, before Numba is imported: a folder per version of the sources. Numba keys a
+NUMBA_CACHE_DIR: a folder per version of the sources (also when Numba was imported first). Numba keys a
 cached kernel on its own file's time stamp only, so a kernel whose inlined helper lives in
 another file (kernels.fast_exp, simd's steps) kept its old machine code after that file
 changed (seen: a stale SiLU returned NaN). The folder's name is a hash of the source files
@@ -18,6 +18,7 @@ of quant and raxcli (names, sizes, time stamps), so any change to them starts a 
 import hashlib
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -56,3 +57,7 @@ if "NUMBA_CACHE_DIR" not in os.environ:
     _folder = _numba_cache_dir()
     if _folder is not None:
         os.environ["NUMBA_CACHE_DIR"] = _folder
+        if "numba" in sys.modules:
+            # imported before us (a script that imports numba first): Numba has read its
+            # config already, but looks CACHE_DIR up as each kernel is defined, after this
+            sys.modules["numba"].config.CACHE_DIR = _folder

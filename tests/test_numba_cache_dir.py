@@ -34,3 +34,18 @@ def test_the_cache_folder_is_under_the_user_cache_and_old_folders_go(tmp_path, m
 def test_this_process_compiles_into_that_folder_unless_told_otherwise():
     import numba
     assert os.environ["NUMBA_CACHE_DIR"] == numba.config.CACHE_DIR
+
+
+def test_kernels_cache_into_that_folder_when_numba_was_imported_first(tmp_path):
+    """A script that imports numba before rax: the kernels must still cache per source version
+    (Numba's default, __pycache__ keyed on each file's own time stamp, kept stale kernels)."""
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env["XDG_CACHE_HOME"] = str(tmp_path)
+    code = ("import numba, quant, os; from quant import gemv; "
+            "print(os.environ['NUMBA_CACHE_DIR']); print(gemv.gemv_q4_k._cache._cache_path)")
+    folder, cache_path = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                                        check=True, timeout=120).stdout.split()
+    assert folder.startswith(str(tmp_path / "rax" / "numba"))
+    assert cache_path.startswith(folder)
