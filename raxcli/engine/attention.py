@@ -10,36 +10,37 @@ from __future__ import annotations
 import numpy as np
 
 from . import kernels, ops
+from .arrays import array_module
 from .state import KVCache
 from .weights import Activation, Projections
 
 QUERY_BLOCK = 64   # query rows per block: bounds the score matrix (and its temporaries) on long prompts
 
 
-def causal_attention(q: np.ndarray, keys: np.ndarray, values: np.ndarray, n_past: int) -> np.ndarray:
+def causal_attention(q, keys, values, n_past: int, query_block: int = QUERY_BLOCK):
     """q: [n_head, T, d]; keys/values: [n_kv, n_past + T, d]. Query t sees keys ≤ n_past + t.
     Returns [T, n_head, d].
 
-    The readable NumPy form, which the engine's fused kernel (kernels.fused_causal_attention)
-    is tested against; the engine runs the kernel for any T: it reads a float16 cache as it
-    is and keeps no [T, n_past + T] score matrices (with a 4k-token prompt these and their
-    temporaries were the largest transient memory; the kernel is as fast)."""
+    The readable form, for NumPy or CuPy arrays: the GPU engine's attention, and what the CPU
+    engine's fused kernel (kernels.fused_causal_attention) is tested against; the CPU engine
+    runs the kernel for any T: it reads a float16 cache as it is and keeps no [T, n_past + T]
+    score matrices (with a 4k-token prompt these and their temporaries were the largest
+    transient memory; the kernel is as fast)."""
+    xp = array_module(q)
     n_head, T, d = q.shape
     n_kv, S, _ = keys.shape
-    keys, values = keys.astype(np.float32, copy=False), values.astype(np.float32, copy=False)   # a float16 cache
     group = n_head // n_kv                                       # query head h reads kv head h // group
+    keys_t = keys.astype(xp.float32, copy=False).transpose(0, 2, 1)[:, None]      # [n_kv, 1, d, S]; a float16 cache
+    values = values.astype(xp.float32, copy=False)[:, None]                       # [n_kv, 1, S, d]
     q = q.reshape(n_kv, group, T, d)
-    scale = np.float32(d ** -0.5)
-    out = np.empty((n_kv, group, T, d), np.float32)
-    for start in range(0, T, QUERY_BLOCK):
-        stop = min(T, start + QUERY_BLOCK)
-        rows = np.arange(start, stop)
-        qb = q[:, :, start:stop]                                 # [n_kv, group, B, d]
-        scores = np.einsum("kgtd,ksd->kgts", qb, keys, optimize=True) * scale
-        visible = np.arange(S)[None, :] <= (n_past + rows)[:, None]
-        scores = np.where(visible, scores, -np.inf)
-        probs = ops.softmax(scores.astype(np.float32))
-        out[:, :, start:stop] = np.einsum("kgts,ksd->kgtd", probs, values, optimize=True)
+    scale = xp.float32(d ** -0.5)
+    out = xp.empty((n_kv, group, T, d), xp.float32)
+    for start in range(0, T, query_block):
+        stop = min(T, start + query_block)
+        scores = (q[:, :, start:stop] @ keys_t) * scale          # [n_kv, group, B, S]
+        visible = xp.arange(S)[None, :] <= (n_past + xp.arange(start, stop))[:, None]
+        probs = ops.softmax(xp.where(visible, scores, -xp.inf))
+        out[:, :, start:stop] = probs @ values
     return out.reshape(n_head, T, d).transpose(1, 0, 2)
 
 

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import numba as nb
 import numpy as np
-from llvmlite import ir
 from numba import types
-from numba.extending import intrinsic, overload
+from numba.extending import overload
 
 from quant.halves import half_at
 from quant.simd import float_of_bits

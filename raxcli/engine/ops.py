@@ -9,11 +9,14 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from .arrays import array_module
 from .kernels import fast_exp, silu as _silu_value
 
 
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    return (1.0 / (1.0 + np.exp(-x))).astype(np.float32, copy=False)
+def sigmoid(x):
+    """NumPy or CuPy arrays (the GPU engine's too)."""
+    xp = array_module(x)
+    return (1.0 / (1.0 + xp.exp(-x))).astype(xp.float32, copy=False)
 
 
 def silu(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -194,7 +197,9 @@ def _rotate_half(x, cos, sin, out):
             out[h, t, i] = x[h, t, i]
 
 
-def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    m = np.max(x, axis=axis, keepdims=True)
-    e = np.exp(x - m)
-    return e / np.sum(e, axis=axis, keepdims=True)
+def softmax(x, axis: int = -1):
+    """NumPy or CuPy arrays."""
+    xp = array_module(x)
+    m = xp.max(x, axis=axis, keepdims=True)
+    e = xp.exp(x - m)
+    return e / xp.sum(e, axis=axis, keepdims=True)

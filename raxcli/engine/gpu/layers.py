@@ -5,6 +5,7 @@ readable form; on a GPU each line is one or a few kernel launches."""
 from __future__ import annotations
 
 from ..arrays import array_module
+from ..ops import sigmoid
 
 
 def matmul(x, weight):
@@ -16,11 +17,6 @@ def matmul(x, weight):
 def rms_norm(x, weight, eps: float):
     xp = array_module(x)
     return x / xp.sqrt(xp.mean(x * x, axis=-1, keepdims=True) + eps) * weight
-
-
-def sigmoid(x):
-    xp = array_module(x)
-    return 1.0 / (1.0 + xp.exp(-x))
 
 
 def silu(x):
@@ -63,29 +59,3 @@ def rotate_half(x, cos, sin):
     x1, x2 = x[..., :half], x[..., half:n_rot]
     return xp.concatenate([x1 * cos[:, :half] - x2 * sin[:, :half],
                            x2 * cos[:, half:] + x1 * sin[:, half:], x[..., n_rot:]], axis=-1)
-
-
-QUERY_BLOCK = 256       # query rows per block: bounds the score matrices on long prompts
-
-
-def causal_attention(q, keys, values, n_past: int):
-    """q: [n_head, T, d]; keys/values: [n_kv, n_past + T, d] (float32 or float16). Query t
-    sees keys ≤ n_past + t; query head h reads kv head h // (n_head / n_kv). Returns
-    [T, n_head, d] float32."""
-    xp = array_module(q)
-    n_head, T, d = q.shape
-    n_kv, S, _ = keys.shape
-    group = n_head // n_kv
-    keys_t = keys.astype(xp.float32, copy=False).transpose(0, 2, 1)          # [n_kv, d, S]
-    values = values.astype(xp.float32, copy=False)
-    q = q.reshape(n_kv, group, T, d) * (d ** -0.5)
-    out = xp.empty((n_kv, group, T, d), xp.float32)
-    for start in range(0, T, QUERY_BLOCK):
-        stop = min(T, start + QUERY_BLOCK)
-        scores = q[:, :, start:stop] @ keys_t[:, None]                        # [n_kv, group, B, S]
-        visible = xp.arange(S)[None, :] <= (n_past + xp.arange(start, stop))[:, None]
-        scores = xp.where(visible, scores, -xp.inf)
-        scores = xp.exp(scores - scores.max(axis=-1, keepdims=True))
-        scores /= scores.sum(axis=-1, keepdims=True)
-        out[:, :, start:stop] = scores @ values[:, None]
-    return out.reshape(n_head, T, d).transpose(1, 0, 2)

@@ -15,7 +15,9 @@ from ..state import DeltaNetCache, KVCache, TextState
 from ..text import Decoder
 from ..weights import ModelWeights
 from . import layers
-from .layers import matmul, rms_norm, sigmoid, silu
+from ..attention import causal_attention
+from ..ops import sigmoid
+from .layers import matmul, rms_norm, silu
 from .weights import DeviceLayer, DeviceWeights
 
 PREFILL_CHUNK = 512     # tokens per trunk pass on long prompts (bounds the device's transient memory)
@@ -98,6 +100,6 @@ class DeviceTextModel(Decoder):
         k = layers.rotate_half(k.transpose(1, 0, 2), cos, sin)
         n_past = cache.length
         keys, values = cache.append(k, v.reshape(T, n_kv, d).transpose(1, 0, 2))
-        o = layers.causal_attention(q, keys, values, n_past)        # [T, n_head, d]
+        o = causal_attention(q, keys, values, n_past, query_block=256)     # [T, n_head, d]
         o = o * sigmoid(q_and_gate[:, :, d:])
         return matmul(o.reshape(T, n_head * d), w.mixer_out)
