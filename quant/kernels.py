@@ -15,7 +15,6 @@ import threading
 from dataclasses import dataclass
 from typing import Callable
 
-import numba
 import numpy as np
 from gguf import GGMLQuantizationType
 
