@@ -30,28 +30,37 @@ from .rowdot import rowdot_fine_q4_0, rowdot_fine_q8_0, rowdot_q4_0, rowdot_q8_0
 
 
 @njit(inline="always")
-def total_rows(rows):
-    n = 0
+def layout(xq, xq_lo, rows, threads, block, block_bytes):
+    """(tokens, columns, blocks per row, row bytes, whether residual codes come, all rows,
+    thread shares) for blocks of `block` values in `block_bytes` bytes."""
+    n_tok, n_cols = xq.shape
+    n_units = n_cols // block
+    total = 0
     for m in range(rows.size):
-        n += rows[m]
-    return n
+        total += rows[m]
+    fine, parts = xq_lo.shape[1] == n_cols, max(1, min(total, threads))
+    return n_tok, n_cols, n_units, n_units * block_bytes, fine, total, parts
+
+
+@njit(inline="always")
+def matrix_run(first, m, column, stop, starts, rows, row_bytes):
+    """From output column `first` (a row of matrix m or a later one; matrix m's rows are the
+    output columns from `column` on): (its matrix, that matrix's first column, where this
+    run of rows of one matrix ends — at `stop` at the latest —, the byte offset of row `first`)."""
+    while first >= column + rows[m]:
+        column += rows[m]
+        m += 1
+    return m, column, min(stop, column + rows[m]), starts[m] + (first - column) * row_bytes
 
 
 @njit(**DOT)
 def gemv_q8_0(base, starts, rows, xq, xq_lo, xd, xsum16, xsum32, code_sums, out, threads):
-    n_tok, n_cols = xq.shape
-    n_units = n_cols // 32
-    row_bytes, fine, total = n_units * 34, xq_lo.shape[1] == n_cols, total_rows(rows)
-    parts = max(1, min(total, threads))
+    n_tok, n_cols, n_units, row_bytes, fine, total, parts = layout(xq, xq_lo, rows, threads, 32, 34)
     for part in prange(parts):
         share = part_rows(part, parts, total)
-        first, m, column = share.start, 0, 0    # matrix m's rows are the output columns from `column` on
+        first, m, column = share.start, 0, 0
         while first < share.stop:
-            while first >= column + rows[m]:
-                column += rows[m]
-                m += 1
-            stop = min(share.stop, column + rows[m])
-            o = starts[m] + (first - column) * row_bytes
+            m, column, stop, o = matrix_run(first, m, column, share.stop, starts, rows, row_bytes)
             for c in range(first, stop):
                 for t in range(n_tok):
                     x0, s0 = t * n_cols, t * n_units
@@ -65,19 +74,12 @@ def gemv_q8_0(base, starts, rows, xq, xq_lo, xd, xsum16, xsum32, code_sums, out,
 
 @njit(**DOT)
 def gemv_q4_0(base, starts, rows, xq, xq_lo, xd, xsum16, xsum32, code_sums, out, threads):
-    n_tok, n_cols = xq.shape
-    n_units = n_cols // 32
-    row_bytes, fine, total = n_units * 18, xq_lo.shape[1] == n_cols, total_rows(rows)
-    parts = max(1, min(total, threads))
+    n_tok, n_cols, n_units, row_bytes, fine, total, parts = layout(xq, xq_lo, rows, threads, 32, 18)
     for part in prange(parts):
         share = part_rows(part, parts, total)
-        first, m, column = share.start, 0, 0    # matrix m's rows are the output columns from `column` on
+        first, m, column = share.start, 0, 0
         while first < share.stop:
-            while first >= column + rows[m]:
-                column += rows[m]
-                m += 1
-            stop = min(share.stop, column + rows[m])
-            o = starts[m] + (first - column) * row_bytes
+            m, column, stop, o = matrix_run(first, m, column, share.stop, starts, rows, row_bytes)
             for c in range(first, stop):
                 for t in range(n_tok):
                     x0, s0 = t * n_cols, t * n_units
@@ -91,19 +93,12 @@ def gemv_q4_0(base, starts, rows, xq, xq_lo, xd, xsum16, xsum32, code_sums, out,
 
 @njit(**DOT)
 def gemv_q4_k(base, starts, rows, xq, xq_lo, xd, xsum16, xsum32, code_sums, out, threads):
-    n_tok, n_cols = xq.shape
-    n_units = n_cols // 256
-    row_bytes, fine, total = n_units * 144, xq_lo.shape[1] == n_cols, total_rows(rows)
-    parts = max(1, min(total, threads))
+    n_tok, n_cols, n_units, row_bytes, fine, total, parts = layout(xq, xq_lo, rows, threads, 256, 144)
     for part in prange(parts):
         share = part_rows(part, parts, total)
-        first, m, column = share.start, 0, 0    # matrix m's rows are the output columns from `column` on
+        first, m, column = share.start, 0, 0
         while first < share.stop:
-            while first >= column + rows[m]:
-                column += rows[m]
-                m += 1
-            stop = min(share.stop, column + rows[m])
-            o = starts[m] + (first - column) * row_bytes
+            m, column, stop, o = matrix_run(first, m, column, share.stop, starts, rows, row_bytes)
             for c in range(first, stop):
                 for t in range(n_tok):
                     x0, s0 = t * n_cols, t * n_units
@@ -117,19 +112,12 @@ def gemv_q4_k(base, starts, rows, xq, xq_lo, xd, xsum16, xsum32, code_sums, out,
 
 @njit(**DOT)
 def gemv_q5_k(base, starts, rows, xq, xq_lo, xd, xsum16, xsum32, code_sums, out, threads):
-    n_tok, n_cols = xq.shape
-    n_units = n_cols // 256
-    row_bytes, fine, total = n_units * 176, xq_lo.shape[1] == n_cols, total_rows(rows)
-    parts = max(1, min(total, threads))
+    n_tok, n_cols, n_units, row_bytes, fine, total, parts = layout(xq, xq_lo, rows, threads, 256, 176)
     for part in prange(parts):
         share = part_rows(part, parts, total)
-        first, m, column = share.start, 0, 0    # matrix m's rows are the output columns from `column` on
+        first, m, column = share.start, 0, 0
         while first < share.stop:
-            while first >= column + rows[m]:
-                column += rows[m]
-                m += 1
-            stop = min(share.stop, column + rows[m])
-            o = starts[m] + (first - column) * row_bytes
+            m, column, stop, o = matrix_run(first, m, column, share.stop, starts, rows, row_bytes)
             for c in range(first, stop):
                 for t in range(n_tok):
                     x0, s0 = t * n_cols, t * n_units
@@ -143,19 +131,12 @@ def gemv_q5_k(base, starts, rows, xq, xq_lo, xd, xsum16, xsum32, code_sums, out,
 
 @njit(**DOT)
 def gemv_q6_k(base, starts, rows, xq, xq_lo, xd, xsum16, xsum32, code_sums, out, threads):
-    n_tok, n_cols = xq.shape
-    n_units = n_cols // 256
-    row_bytes, fine, total = n_units * 210, xq_lo.shape[1] == n_cols, total_rows(rows)
-    parts = max(1, min(total, threads))
+    n_tok, n_cols, n_units, row_bytes, fine, total, parts = layout(xq, xq_lo, rows, threads, 256, 210)
     for part in prange(parts):
         share = part_rows(part, parts, total)
-        first, m, column = share.start, 0, 0    # matrix m's rows are the output columns from `column` on
+        first, m, column = share.start, 0, 0
         while first < share.stop:
-            while first >= column + rows[m]:
-                column += rows[m]
-                m += 1
-            stop = min(share.stop, column + rows[m])
-            o = starts[m] + (first - column) * row_bytes
+            m, column, stop, o = matrix_run(first, m, column, share.stop, starts, rows, row_bytes)
             for c in range(first, stop):
                 for t in range(n_tok):
                     x0, s0 = t * n_cols, t * n_units
