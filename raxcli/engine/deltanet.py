@@ -41,6 +41,26 @@ def softplus(x):
     return xp.where(x > 20.0, x, xp.log1p(xp.exp(xp.minimum(x, 20.0))))
 
 
+def gates(b_raw, a_raw, ssm_a, dt_bias):
+    """β = σ(b) (how much each token writes) and the decay g = ssm_a · softplus(a + dt_bias) ≤ 0,
+    both [T, n_v], from the β and α projections. NumPy or CuPy arrays."""
+    return ops.sigmoid(b_raw), ssm_a * softplus(a_raw + dt_bias)
+
+
+def heads(qkv, n_k: int, n_v: int, d: int):
+    """The conv's activated output [T, conv_dim] → q (L2-normed, times 1/√d) and k (L2-normed)
+    [T, n_v, d], tiled to the v-heads (v-head j reads k-head j mod n_k), and v [T, n_v, d].
+    NumPy or CuPy arrays."""
+    xp = array_module(qkv)
+    T, key_dim = qkv.shape[0], n_k * d
+    q = l2_normalize(qkv[:, :key_dim].reshape(T, n_k, d)) * (d ** -0.5)
+    k = l2_normalize(qkv[:, key_dim:2 * key_dim].reshape(T, n_k, d))
+    v = qkv[:, 2 * key_dim:].reshape(T, n_v, d)
+    if n_v != n_k:
+        q, k = xp.tile(q, (1, n_v // n_k, 1)), xp.tile(k, (1, n_v // n_k, 1))
+    return q, k, v
+
+
 def recurrent_delta_rule(q, k, v, g, beta, state):
     """Step-by-step reference. q, k: [T, H, d_k]; v: [T, H, d_v]; g, beta: [T, H];
     state: [H, d_k, d_v] updated in place. Returns o: [T, H, d_v]. NumPy or CuPy arrays
@@ -138,22 +158,11 @@ class GatedDeltaNet:
         if T <= RECURRENT_TOKENS or cache.tentative:                # decode, drafted tokens
             o, out = self._one_token if T == 1 else (None, None)
             return w.ssm_out(self._recurrent(qkv, z, b_raw, a_raw, cache, o), out=out)
-        z = z.reshape(T, self.n_v, d)
-        beta = ops.sigmoid(b_raw)                                   # [T, n_v]
-        g = w.ssm_a * softplus(a_raw + w.ssm_dt_bias)               # [T, n_v], ≤ 0
-
+        beta, g = gates(b_raw, a_raw, w.ssm_a, w.ssm_dt_bias)
         qkv = ops.causal_conv1d(qkv, w.ssm_conv1d, cache.conv)
-        qkv = ops.silu(qkv, out=qkv)
-        key_dim = self.n_k * d
-        q = l2_normalize(qkv[:, :key_dim].reshape(T, self.n_k, d)) * (d ** -0.5)
-        k = l2_normalize(qkv[:, key_dim:2 * key_dim].reshape(T, self.n_k, d))
-        v = qkv[:, 2 * key_dim:].reshape(T, self.n_v, d)
-        if self.n_v != self.n_k:                                    # tiled v-heads: j reads k-head j % n_k
-            reps = self.n_v // self.n_k
-            q, k = np.tile(q, (1, reps, 1)), np.tile(k, (1, reps, 1))
-
+        q, k, v = heads(ops.silu(qkv, out=qkv), self.n_k, self.n_v, d)
         o = chunked_delta_rule(q, k, v, g, beta, cache.recurrent.transpose(0, 2, 1))   # S from its Sᵀ storage
-        o = ops.rms_norm(o, w.ssm_norm, self.eps) * ops.silu(z)
+        o = ops.rms_norm(o, w.ssm_norm, self.eps) * ops.silu(z.reshape(T, self.n_v, d))
         return w.ssm_out(o.reshape(T, self.n_v * d))
 
     def _recurrent(self, qkv, z, b_raw, a_raw, cache: DeltaNetCache, out: np.ndarray | None = None) -> np.ndarray:

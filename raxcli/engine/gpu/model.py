@@ -10,7 +10,7 @@ import numpy as np
 
 from .. import ops
 from ..arrays import to_host
-from ..deltanet import RECURRENT_TOKENS, chunked_delta_rule, l2_normalize, recurrent_delta_rule, softplus
+from ..deltanet import RECURRENT_TOKENS, chunked_delta_rule, gates, heads, recurrent_delta_rule
 from ..state import DeltaNetCache, KVCache, TextState
 from ..text import Decoder
 from ..weights import ModelWeights
@@ -71,15 +71,8 @@ class DeviceTextModel(Decoder):
         xp, c = self.xp, self.config
         T, d, n_k, n_v = x.shape[0], c.ssm_state_size, c.ssm_n_k_heads, c.ssm_n_v_heads
         qkv, z, b_raw, a_raw = xp.split(matmul(x, w.mixer_in), w.mixer_split, axis=1)
-        beta = sigmoid(b_raw)                                       # [T, n_v]
-        g = w.ssm_a * softplus(a_raw + w.ssm_dt_bias)               # [T, n_v], ≤ 0
-        qkv = silu(layers.causal_conv(qkv, w.conv_taps, cache.conv))
-        key_dim = n_k * d
-        q = l2_normalize(qkv[:, :key_dim].reshape(T, n_k, d)) * (d ** -0.5)
-        k = l2_normalize(qkv[:, key_dim:2 * key_dim].reshape(T, n_k, d))
-        v = xp.ascontiguousarray(qkv[:, 2 * key_dim:].reshape(T, n_v, d))
-        if n_v != n_k:                                              # tiled v-heads: j reads k-head j % n_k
-            q, k = xp.tile(q, (1, n_v // n_k, 1)), xp.tile(k, (1, n_v // n_k, 1))
+        beta, g = gates(b_raw, a_raw, w.ssm_a, w.ssm_dt_bias)
+        q, k, v = heads(silu(layers.causal_conv(qkv, w.conv_taps, cache.conv)), n_k, n_v, d)
         state = cache.recurrent.transpose(0, 2, 1)                  # S from its Sᵀ storage, a view
         if T <= RECURRENT_TOKENS:
             o = recurrent_delta_rule(q, k, v, g, beta, state)
