@@ -13,6 +13,7 @@ import pytest
 from raxcli.engine.text import TextModel
 from raxcli.engine.weights import ModelWeights
 from raxcli.loader import DECODE_ACTIVATIONS, KV_CACHE_DTYPE
+from reference_support import teacher_forced_logits
 
 FIXTURES = Path(__file__).parent / "fixtures"
 QUANTIZED = ["tiny-vk2-Q8_0", "k256-Q4_K_M", "k256-mixed"]
@@ -25,11 +26,7 @@ def teacher_forced(stem, activations, kv_dtype=np.float32):
     """Logits at each step of the reference's greedy continuation (the reference's tokens fed)."""
     ref = np.load(FIXTURES / "ref" / f"{stem}.npz")
     m = TextModel(ModelWeights(FIXTURES / "gguf" / f"{stem}.gguf"), activations=activations, kv_dtype=kv_dtype)
-    state = m.new_state()
-    logits = [m.prefill(ref["prompt_long"], state)]
-    for token in ref["greedy_long"][:-1]:
-        logits.append(m.decode(int(token), state))
-    return np.array(logits), ref
+    return teacher_forced_logits(m, ref), ref
 
 
 @pytest.mark.parametrize("stem", QUANTIZED + ["tiny-vk2-F16"])

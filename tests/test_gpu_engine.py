@@ -21,6 +21,7 @@ from raxcli.engine.gpu.model import DeviceTextModel
 from raxcli.engine.gpu.runtime import DeviceUnavailable, cuda_arrays
 from raxcli.engine.text import TextModel
 from raxcli.engine.weights import ModelWeights
+from reference_support import teacher_forced_logits
 
 FIXTURES = Path(__file__).parent / "fixtures"
 # tiny-vk2: 2 v-heads per k-head (tiled); the k-quant files: Q4_K/Q6_K and a mix of types
@@ -51,20 +52,11 @@ def weights(stem) -> ModelWeights:
     return weights_at(FIXTURES / "gguf" / f"{stem}.gguf")
 
 
-def teacher_forced(m, ref):
-    """Logits after the 260-token prompt and at each of the reference's greedy steps."""
-    state = m.new_state()
-    logits = [m.prefill(ref["prompt_long"], state)]
-    for token in ref["greedy_long"][:-1]:
-        logits.append(m.decode(int(token), state))
-    return np.array(logits)
-
-
 @pytest.mark.parametrize("stem", STEMS)
 def test_float32_device_engine_gives_the_reference_logits_through_prefill_and_decode(stem):
     """The prompt crosses four chunks of the delta rule; decoding runs the recurrent rule."""
     ref = np.load(FIXTURES / "ref" / f"{stem}.npz")
-    logits = teacher_forced(DeviceTextModel(weights(stem), np, weight_dtype=np.float32), ref)
+    logits = teacher_forced_logits(DeviceTextModel(weights(stem), np, weight_dtype=np.float32), ref)
     np.testing.assert_allclose(logits, ref["greedy_long_logits"], rtol=0, atol=F32_ATOL)
     assert [int(t) for t in logits.argmax(1)] == [int(t) for t in ref["greedy_long"]]
 
@@ -72,7 +64,7 @@ def test_float32_device_engine_gives_the_reference_logits_through_prefill_and_de
 @pytest.mark.parametrize("stem", ["tiny-vk2-Q8_0", "k256-Q4_K_M"])
 def test_float16_device_weights_stay_within_the_stated_tolerance(stem):
     ref = np.load(FIXTURES / "ref" / f"{stem}.npz")
-    logits = teacher_forced(DeviceTextModel(weights(stem), np, weight_dtype=np.float16), ref)
+    logits = teacher_forced_logits(DeviceTextModel(weights(stem), np, weight_dtype=np.float16), ref)
     distance = np.abs(logits - ref["greedy_long_logits"]).max()
     assert 1e-3 < distance <= F16_ATOL     # (above 1e-3: the weights really are float16)
 
@@ -154,8 +146,8 @@ def test_device_gpu_without_a_gpu_is_one_line_and_exit_2(command):
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
 def test_cupy_engine_gives_the_numpy_stand_in_logits(dtype):
     ref = np.load(FIXTURES / "ref" / "k256-Q4_K_M.npz")
-    on_gpu = teacher_forced(DeviceTextModel(weights("k256-Q4_K_M"), CUPY, weight_dtype=dtype), ref)
-    stand_in = teacher_forced(DeviceTextModel(weights("k256-Q4_K_M"), np, weight_dtype=dtype), ref)
+    on_gpu = teacher_forced_logits(DeviceTextModel(weights("k256-Q4_K_M"), CUPY, weight_dtype=dtype), ref)
+    stand_in = teacher_forced_logits(DeviceTextModel(weights("k256-Q4_K_M"), np, weight_dtype=dtype), ref)
     atol = F32_ATOL if dtype == np.float32 else F16_ATOL
     np.testing.assert_allclose(on_gpu, stand_in, rtol=0, atol=atol)
     np.testing.assert_allclose(on_gpu, ref["greedy_long_logits"], rtol=0, atol=atol)
